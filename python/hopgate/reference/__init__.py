@@ -1,0 +1,36 @@
+"""hopgate.reference: the pure-Python implementation of hopgate.
+
+Idiomatic Python over PyNaCl (libsodium), hashlib and blake3-py, with the same
+API and the same decisions as the native module: the honest baseline that
+benchmarks compare against, and the oracle of the differential tests.
+
+Where libsodium's Ed25519 rule differs from SPEC §3 (it checks the cofactorless
+equation), ``verify`` adds the missing checks in Python; see ``_ed25519``.
+"""
+
+from __future__ import annotations
+
+from .._codes import Code
+from ..errors import DelegationError, HopgateError, InputError, MalformedError
+from ._chain import Chain, verify_chains
+from ._ed25519 import SigningKey, verify, verify_batch
+from ._hash import blake3_many, sha256_many
+from ._wire import Invocation, Link, parse_invocation
+
+__all__ = [
+    "Code",
+    "HopgateError",
+    "MalformedError",
+    "DelegationError",
+    "InputError",
+    "SigningKey",
+    "verify",
+    "verify_batch",
+    "Chain",
+    "Link",
+    "Invocation",
+    "verify_chains",
+    "blake3_many",
+    "sha256_many",
+    "parse_invocation",
+]

@@ -1,0 +1,19 @@
+//! hopgate-core: every rule of hopgate, in pure Rust with no Python in it.
+//!
+//! - [`sig`]: keys and the one Ed25519 signature rule (SPEC §3), single and batched.
+//! - [`wire`]: the byte format of chains and invocations (SPEC §2), total parsing.
+//! - [`chain`]: building chains that attenuate, and verifying many chains at once (SPEC §1, §4).
+//! - [`hash`]: BLAKE3 and SHA-256 over many messages.
+//! - [`Code`] and [`Error`]: decisions and the one error type.
+//!
+//! The Python bindings (`rust/python`) only convert types, release the GIL and map errors.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod chain;
+mod error;
+pub mod hash;
+pub mod sig;
+pub mod wire;
+
+pub use error::{Code, Error, Result};

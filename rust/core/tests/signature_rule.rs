@@ -1,0 +1,121 @@
+//! The signature rule (SPEC §3): RFC 8032 known answers, the speccheck cases, and
+//! batch == single on mixes of valid and invalid items.
+
+use hopgate_core::sig::{verify, verify_batch, Message, SigItem, SigningKey};
+
+fn unhex(s: &str) -> Vec<u8> {
+    hex::decode(s).expect("hex")
+}
+
+/// RFC 8032 §7.1, tests 1–3: (secret, public, message, signature).
+const RFC8032: [(&str, &str, &str, &str); 3] = [
+    (
+        "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60",
+        "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a",
+        "",
+        "e5564300c360ac729086e2cc806e828a84877f1eb8e5d974d873e065224901555fb8821590a33bacc61e39701cf9b46bd25bf5f0595bbe24655141438e7a100b",
+    ),
+    (
+        "4ccd089b28ff96da9db6c346ec114e0f5b8a319f35aba624da8cf6ed4fb8a6fb",
+        "3d4017c3e843895a92b70aa74d1b7ebc9c982ccf2ec4968cc0cd55f12af4660c",
+        "72",
+        "92a009a9f0d4cab8720e820b5f642540a2b27b5416503f8fb3762223ebdb69da085ac1e43e15996e458f3613d0f11d8c387b2eaeb4302aeeb00d291612bb0c00",
+    ),
+    (
+        "c5aa8df43f9f837bedb7442f31dcb7b166d38535076f094b85ce3a2e0b4458f7",
+        "fc51cd8e6218a1a38da47ed00230f0580816ed13ba3303ac5deb911548908025",
+        "af82",
+        "6291d657deec24024827e69c3abe01a30ce548a284743a445e3680d7db5ac3ac18ff9b538d16f290ae67f760984dc6594a7c15e9716ed28dc027beceea1ec40a",
+    ),
+];
+
+#[test]
+fn rfc8032_known_answers() {
+    for (sk, pk, msg, sig) in RFC8032 {
+        let key = SigningKey::from_seed_slice(&unhex(sk)).unwrap();
+        assert_eq!(key.public_key().to_vec(), unhex(pk));
+        let msg = unhex(msg);
+        let produced = key.sign(Message::plain(&msg));
+        assert_eq!(produced.to_vec(), unhex(sig));
+        assert!(verify(Message::plain(&msg), &produced, &unhex(pk)));
+    }
+}
+
+fn speccheck() -> Vec<(Vec<u8>, Vec<u8>, Vec<u8>)> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/vectors/speccheck_cases.json");
+    let text = std::fs::read_to_string(path).expect("../shared/vectors/speccheck_cases.json beside the checkout");
+    let cases: serde_json::Value = serde_json::from_str(&text).unwrap();
+    cases
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            let f = |k: &str| unhex(c[k].as_str().unwrap());
+            (f("message"), f("signature"), f("pub_key"))
+        })
+        .collect()
+}
+
+#[test]
+fn speccheck_cases_single_and_batch() {
+    let expected = [false, false, false, true, true, true, false, false, false, false, false, false];
+    let cases = speccheck();
+    assert_eq!(cases.len(), 12);
+    let single: Vec<bool> = cases.iter().map(|(m, s, k)| verify(Message::plain(m), s, k)).collect();
+    assert_eq!(single, expected);
+    let items: Vec<SigItem<'_>> =
+        cases.iter().map(|(m, s, k)| SigItem { msg: Message::plain(m), sig: s, pk: k }).collect();
+    assert_eq!(verify_batch(&items), expected);
+    // Repeated many times so that the batch path (groups, parallel) is the one used.
+    let many: Vec<SigItem<'_>> = items.iter().cycle().take(12 * 40).copied().collect();
+    let out = verify_batch(&many);
+    for (i, v) in out.iter().enumerate() {
+        assert_eq!(*v, expected[i % 12], "item {i}");
+    }
+}
+
+#[test]
+fn batch_equals_single_on_mixes() {
+    let keys: Vec<SigningKey> = (0..7).map(|_| SigningKey::generate()).collect();
+    let msgs: Vec<Vec<u8>> = (0..300u32).map(|i| i.to_le_bytes().repeat(i as usize % 5 + 1)).collect();
+    let mut sigs: Vec<[u8; 64]> =
+        msgs.iter().enumerate().map(|(i, m)| keys[i % 7].sign(Message::plain(m))).collect();
+    // Corrupt a scattered set in different ways.
+    for i in (0..300).step_by(37) {
+        sigs[i][5] ^= 1; // R changes
+    }
+    for i in (3..300).step_by(53) {
+        sigs[i][40] ^= 0x10; // S changes
+    }
+    sigs[299][63] |= 0xf0; // S >= L
+    let pks: Vec<[u8; 32]> = (0..300).map(|i| *keys[i % 7].public_key()).collect();
+    let mut bad_key = pks[10];
+    bad_key[0] ^= 2;
+    let items: Vec<SigItem<'_>> = (0..300)
+        .map(|i| SigItem { msg: Message::plain(&msgs[i]), sig: &sigs[i], pk: if i == 10 { &bad_key } else { &pks[i] } })
+        .collect();
+    let batch = verify_batch(&items);
+    let single: Vec<bool> = items.iter().map(|it| verify(it.msg, it.sig, it.pk)).collect();
+    assert_eq!(batch, single);
+    assert!(single.iter().filter(|v| !**v).count() >= 14);
+    assert!(single.iter().filter(|v| **v).count() > 250);
+}
+
+#[test]
+fn wrong_lengths_fail_without_panicking() {
+    let key = SigningKey::generate();
+    let sig = key.sign(Message::plain(b"m"));
+    assert!(!verify(Message::plain(b"m"), &sig[..63], key.public_key()));
+    assert!(!verify(Message::plain(b"m"), &sig, &key.public_key()[..31]));
+    assert!(!verify(Message::plain(b"m"), &[], &[]));
+    let items = [SigItem { msg: Message::plain(b"m"), sig: &sig[..10], pk: key.public_key() }];
+    assert_eq!(verify_batch(&items), vec![false]);
+    assert_eq!(verify_batch(&[]), Vec::<bool>::new());
+}
+
+#[test]
+fn prefix_and_body_hash_as_concatenation() {
+    let key = SigningKey::generate();
+    let sig = key.sign(Message { prefix: b"dom\0", body: b"body" });
+    assert!(verify(Message::plain(b"dom\0body"), &sig, key.public_key()));
+}

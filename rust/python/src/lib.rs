@@ -1,0 +1,30 @@
+//! hopgate._native: thin PyO3 bindings over hopgate-core.
+//!
+//! These modules only convert Python objects to core types and back, release the GIL
+//! around core work, and map core errors (errors.rs). Every rule lives in the core.
+
+mod batch;
+mod chain;
+mod errors;
+mod hash;
+mod keys;
+
+use pyo3::prelude::*;
+
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<keys::PySigningKey>()?;
+    m.add_class::<chain::PyChain>()?;
+    m.add_class::<chain::PyLink>()?;
+    m.add_function(wrap_pyfunction!(keys::verify, m)?)?;
+    m.add_function(wrap_pyfunction!(keys::verify_batch, m)?)?;
+    m.add_function(wrap_pyfunction!(chain::verify_chains, m)?)?;
+    m.add_function(wrap_pyfunction!(chain::code_names, m)?)?;
+    m.add_function(wrap_pyfunction!(hash::blake3_many, m)?)?;
+    m.add_function(wrap_pyfunction!(hash::sha256_many, m)?)?;
+    m.add("PARALLEL_THRESHOLD", hopgate_core::sig::PARALLEL_THRESHOLD)?;
+    m.add("MAX_CHAIN_LEN", hopgate_core::wire::MAX_CHAIN_LEN)?;
+    m.add("MAX_LINKS", hopgate_core::wire::MAX_LINKS)?;
+    m.add("MAX_CAPS", hopgate_core::wire::MAX_CAPS)?;
+    Ok(())
+}
