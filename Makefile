@@ -33,6 +33,7 @@ test-python: build
 
 typecheck: build
 	$(PY) -m mypy
+	$(PY) -m mypy.stubtest hopgate._native
 
 test: test-rust test-python typecheck
 

@@ -68,7 +68,7 @@ def _offsets_list(offsets: object, buffer_len: int) -> list[int]:
     if array.ndim != 1:
         raise InputError(f"offsets: must be 1-D, got {array.ndim} dimensions")
     if array.size < 1:
-        raise InputError("offsets: needs n + 1 >= 1 entries, got none")
+        raise InputError("offsets: need at least one entry (n + 1 offsets for n items)")
     if array.dtype.kind not in "iu":
         raise InputError(f"offsets: must be integers, got dtype {array.dtype}")
     values = [int(v) for v in array.tolist()]
@@ -77,7 +77,7 @@ def _offsets_list(offsets: object, buffer_len: int) -> list[int]:
     for i in range(1, len(values)):
         if values[i] < values[i - 1]:
             raise InputError(
-                f"offsets: decreasing at index {i} ({values[i - 1]} > {values[i]})"
+                f"offsets[{i}] = {values[i]} is less than offsets[{i - 1}] = {values[i - 1]}"
             )
     if values[-1] > buffer_len:
         raise InputError(
