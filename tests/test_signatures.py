@@ -255,3 +255,18 @@ def test_native_codes_match_the_enum() -> None:
     from hopgate import _native
 
     assert [(c.value, c.name) for c in hopgate.Code] == list(_native.code_names())
+
+
+def test_large_batch_finds_exactly_the_bad_items(keys: list[Any]) -> None:
+    """Over several groups and threads: a few bad items, anywhere, are all found."""
+    n = 3000
+    msgs = [i.to_bytes(4, "little") for i in range(n)]
+    sigs = [keys[i % 8].sign(m) for i, m in enumerate(msgs)]
+    pks = [keys[i % 8].public_key for i in range(n)]
+    bad = {0, 1, 2, 1023, 1024, 1500, 2998, 2999}
+    for i in bad:
+        s = bytearray(sigs[i])
+        s[33] ^= 0x40
+        sigs[i] = bytes(s)
+    out = hopgate.verify_batch(msgs, sigs, pks)
+    assert set(np.flatnonzero(~out).tolist()) == bad

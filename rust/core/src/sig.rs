@@ -16,7 +16,9 @@
 //! the failure "Taming the many EdDSAs" catalogues.)
 
 use std::collections::HashMap;
+use std::sync::OnceLock;
 
+use curve25519_dalek::constants::EIGHT_TORSION;
 use curve25519_dalek::edwards::{CompressedEdwardsY, EdwardsPoint};
 use curve25519_dalek::scalar::Scalar;
 use curve25519_dalek::traits::{IsIdentity, VartimeMultiscalarMul};
@@ -38,13 +40,16 @@ pub const SEED_LEN: usize = 32;
 /// Below this many signatures a batch runs on the calling thread: rayon's fork/join
 /// costs more than it saves (measured with `bench/`, see docs/DESIGN.md).
 pub const PARALLEL_THRESHOLD: usize = 48;
-/// Smallest group that goes into one multiscalar multiplication when a batch is split
-/// across threads. Pippenger's method gets cheaper per point as groups grow, so
-/// groups are as large as the thread count allows, but never smaller than this.
-const MIN_GROUP: usize = 32;
-/// Groups this small are checked one signature at a time during bisection: a
-/// double-scalar multiplication beats a multiscalar one at this size.
-const SINGLE_CUTOFF: usize = 2;
+/// Largest group that goes into one multiscalar multiplication. Pippenger's method
+/// gets cheaper per point as groups grow, but a group that fails must be checked
+/// again in parts, so a batch is cut into groups of at most this many signatures
+/// (and at least one group per thread). Measured with `examples/profile_batch.rs`.
+const MAX_GROUP: usize = 1024;
+/// A failing group is checked again as this many parts.
+const SPLIT: usize = 32;
+/// Groups this small are checked one signature at a time: a double-scalar
+/// multiplication beats a multiscalar one at this size.
+const SINGLE_CUTOFF: usize = 4;
 
 /// A message in two parts (a domain prefix and a body), hashed without concatenation
 /// so that verifying a chain link allocates nothing.
@@ -204,13 +209,24 @@ fn is_canonical(b: &[u8; 32]) -> bool {
     !(sign && (y == one || y == p_minus_1))
 }
 
+/// The canonical encodings of the eight points of small order (the 8-torsion).
+///
+/// A canonical encoding decodes to a small-order point iff it is one of these,
+/// because canonical encodings are unique: comparing 32 bytes replaces three point
+/// doublings per point, about 1 µs per signature.
+fn small_order_encodings() -> &'static [[u8; 32]; 8] {
+    static ENCODINGS: OnceLock<[[u8; 32]; 8]> = OnceLock::new();
+    ENCODINGS.get_or_init(|| EIGHT_TORSION.map(|p| p.compress().to_bytes()))
+}
+
 /// Decodes a point under the rule: canonical, on the curve, not of small order.
 fn decode_point(bytes: &[u8; 32]) -> Option<EdwardsPoint> {
-    if !is_canonical(bytes) {
+    if !is_canonical(bytes) || small_order_encodings().contains(bytes) {
         return None;
     }
     let point = CompressedEdwardsY(*bytes).decompress()?;
-    (!point.is_small_order()).then_some(point)
+    debug_assert!(!point.is_small_order());
+    Some(point)
 }
 
 /// One signature with every per-item check done: what enters the equation.
@@ -299,12 +315,16 @@ pub fn verify_batch(items: &[SigItem<'_>]) -> Vec<bool> {
     let mut ok = vec![false; candidates.len()];
     if parallel {
         let threads = rayon::current_num_threads().max(1);
-        let group = candidates.len().div_ceil(threads).max(MIN_GROUP);
-        candidates.par_chunks(group).zip(ok.par_chunks_mut(group)).for_each(|(group, ok)| {
+        let groups = candidates.len().div_ceil(MAX_GROUP).next_multiple_of(threads);
+        let size = candidates.len().div_ceil(groups).max(1);
+        candidates.par_chunks(size).zip(ok.par_chunks_mut(size)).for_each(|(group, ok)| {
             find_valid(group, ok, &mut ChaCha20Rng::from_entropy());
         });
     } else if !candidates.is_empty() {
-        find_valid(&candidates, &mut ok, &mut ChaCha20Rng::from_entropy());
+        let mut rng = ChaCha20Rng::from_entropy();
+        for (group, ok) in candidates.chunks(MAX_GROUP).zip(ok.chunks_mut(MAX_GROUP)) {
+            find_valid(group, ok, &mut rng);
+        }
     }
     let mut out = vec![false; items.len()];
     for (p, &v) in candidates.iter().zip(&ok) {
@@ -313,8 +333,10 @@ pub fn verify_batch(items: &[SigItem<'_>]) -> Vec<bool> {
     out
 }
 
-/// Sets `ok[j]` iff `group[j]` holds: one equation for the whole group, bisection
-/// when it fails, single checks at the leaves.
+/// Sets `ok[j]` iff `group[j]` holds: one equation for the whole group; when it
+/// fails, the same in [`SPLIT`] parts, down to single checks. A 32-way split
+/// instead of bisection keeps the cost of a few bad signatures in a large batch near
+/// one extra pass over their groups rather than a pass per halving.
 fn find_valid(group: &[Prepared], ok: &mut [bool], rng: &mut ChaCha20Rng) {
     if group.len() <= SINGLE_CUTOFF {
         for (o, p) in ok.iter_mut().zip(group) {
@@ -323,10 +345,10 @@ fn find_valid(group: &[Prepared], ok: &mut [bool], rng: &mut ChaCha20Rng) {
     } else if group_holds(group, rng) {
         ok.fill(true);
     } else {
-        let mid = group.len() / 2;
-        let (left, right) = ok.split_at_mut(mid);
-        find_valid(&group[..mid], left, rng);
-        find_valid(&group[mid..], right, rng);
+        let part = group.len().div_ceil(SPLIT);
+        for (g, o) in group.chunks(part).zip(ok.chunks_mut(part)) {
+            find_valid(g, o, rng);
+        }
     }
 }
 

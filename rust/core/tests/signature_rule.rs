@@ -119,3 +119,20 @@ fn prefix_and_body_hash_as_concatenation() {
     let sig = key.sign(Message { prefix: b"dom\0", body: b"body" });
     assert!(verify(Message::plain(b"dom\0body"), &sig, key.public_key()));
 }
+
+#[test]
+fn every_small_order_point_is_rejected_as_key_and_as_r() {
+    use curve25519_dalek::constants::EIGHT_TORSION;
+    let key = SigningKey::generate();
+    let good = key.sign(Message::plain(b"m"));
+    for t in EIGHT_TORSION {
+        let enc = t.compress().to_bytes();
+        assert!(t.is_small_order());
+        // As the public key, with any signature.
+        assert!(!verify(Message::plain(b"m"), &good, &enc));
+        // As R, with the real key.
+        let mut sig = good;
+        sig[..32].copy_from_slice(&enc);
+        assert!(!verify(Message::plain(b"m"), &sig, key.public_key()));
+    }
+}
