@@ -7,13 +7,26 @@ pure-Python ``hopgate.reference``. ``hopgate.BACKEND`` says which one is in use.
 
 from __future__ import annotations
 
-from ._codes import Code
-from .errors import DelegationError, HopgateError, InputError, MalformedError
+from ._codes import REASONS, Code
+from ._decision import Account, Decision
+from .errors import (
+    AffineError,
+    BudgetExhaustedError,
+    DelegationError,
+    HopgateError,
+    InputError,
+    MalformedError,
+    OverrunError,
+)
 
 try:
     from ._native import (
+        Budget,
         Chain,
+        Gate,
+        Ledger,
         Link,
+        Reservation,
         SigningKey,
         blake3_many,
         sha256_many,
@@ -25,8 +38,12 @@ try:
     BACKEND = "native"
 except ImportError:  # pragma: no cover - exercised only where no wheel exists
     from .reference import (  # type: ignore[assignment]
+        Budget,
         Chain,
+        Gate,
+        Ledger,
         Link,
+        Reservation,
         SigningKey,
         blake3_many,
         sha256_many,
@@ -39,13 +56,23 @@ except ImportError:  # pragma: no cover - exercised only where no wheel exists
 
 __all__ = [
     "BACKEND",
+    "REASONS",
+    "Account",
+    "AffineError",
+    "Budget",
+    "BudgetExhaustedError",
     "Chain",
     "Code",
+    "Decision",
     "DelegationError",
+    "Gate",
     "HopgateError",
     "InputError",
+    "Ledger",
     "Link",
     "MalformedError",
+    "OverrunError",
+    "Reservation",
     "SigningKey",
     "blake3_many",
     "sha256_many",

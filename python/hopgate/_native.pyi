@@ -1,9 +1,12 @@
 """Type stubs of the native core, hopgate._native (rust/python)."""
 
-from typing import Iterable, Optional, Sequence, Union, final
+from types import TracebackType
+from typing import Iterable, Literal, Optional, Sequence, Union, final
 
 import numpy as np
 import numpy.typing as npt
+
+from ._decision import Account, Decision
 from typing_extensions import Buffer
 
 from typing import NoReturn
@@ -13,12 +16,16 @@ _Offsets = Union[npt.NDArray[np.int64], npt.NDArray[np.int32], Sequence[int]]
 _Batch = Union[Sequence[_BytesLike], _BytesLike]
 
 __all__ = [
+    "Budget",
     "Chain",
+    "Gate",
+    "Ledger",
     "Link",
     "MAX_CAPS",
     "MAX_CHAIN_LEN",
     "MAX_LINKS",
     "PARALLEL_THRESHOLD",
+    "Reservation",
     "SigningKey",
     "blake3_many",
     "code_names",
@@ -161,3 +168,66 @@ def verify_chains(
 def blake3_many(data: _Batch, offsets: Optional[_Offsets] = None) -> npt.NDArray[np.uint8]: ...
 def sha256_many(data: _Batch, offsets: Optional[_Offsets] = None) -> npt.NDArray[np.uint8]: ...
 def code_names() -> list[tuple[int, str]]: ...
+
+@final
+class Ledger:
+    def __new__(cls) -> Ledger: ...
+    def budget(self, path: Union[Chain, Sequence[tuple[_BytesLike, int]]]) -> Budget: ...
+    def account(self, account_id: _BytesLike) -> Optional[Account]: ...
+    def accounts(self) -> dict[bytes, Account]: ...
+
+@final
+class Budget:
+    def reserve(self, amount: int) -> Reservation: ...
+    def remaining(self) -> int: ...
+    @property
+    def path(self) -> list[tuple[bytes, int]]: ...
+    def delegate(self, cap: int, account_id: Optional[_BytesLike] = None) -> tuple[Budget, Budget]: ...
+    def __copy__(self) -> NoReturn: ...
+    def __deepcopy__(self, _memo: object) -> NoReturn: ...
+    def __reduce__(self) -> NoReturn: ...
+
+@final
+class Reservation:
+    @property
+    def amount(self) -> int: ...
+    @property
+    def settled(self) -> bool: ...
+    def commit(self, actual: Optional[int] = None) -> None: ...
+    def release(self) -> None: ...
+    def __enter__(self) -> Reservation: ...
+    def __exit__(
+        self,
+        _exc_type: Optional[type[BaseException]],
+        _exc: Optional[BaseException],
+        _tb: Optional[TracebackType],
+    ) -> Literal[False]: ...
+    def __copy__(self) -> NoReturn: ...
+    def __deepcopy__(self, _memo: object) -> NoReturn: ...
+    def __reduce__(self) -> NoReturn: ...
+
+@final
+class Gate:
+    def __new__(
+        cls,
+        trusted: Iterable[_BytesLike],
+        skew: int = 30,
+        replay_window: int = 300,
+        session: Optional[_BytesLike] = None,
+        revoked: Optional[Iterable[_BytesLike]] = None,
+        ledger: Optional[Ledger] = None,
+        audit: None = None,
+        cache_size: int = 100_000,
+    ) -> Gate: ...
+    def revoke(self, revocation_id: _BytesLike) -> None: ...
+    @property
+    def ledger(self) -> Ledger: ...
+    @property
+    def cached(self) -> int: ...
+    def check(self, chain: Union[Chain, _BytesLike], invocation: _BytesLike, now: Optional[int] = None) -> Decision: ...
+    def check_batch(
+        self,
+        chains: Sequence[Union[Chain, _BytesLike]],
+        invocations: Sequence[_BytesLike],
+        now: Optional[int] = None,
+    ) -> tuple[npt.NDArray[np.uint8], list[Optional[Reservation]]]: ...

@@ -8,7 +8,15 @@ from __future__ import annotations
 
 from ._codes import Code
 
-__all__ = ["HopgateError", "MalformedError", "DelegationError", "InputError"]
+__all__ = [
+    "HopgateError",
+    "MalformedError",
+    "DelegationError",
+    "InputError",
+    "AffineError",
+    "OverrunError",
+    "BudgetExhaustedError",
+]
 
 
 class HopgateError(Exception):
@@ -43,3 +51,30 @@ class DelegationError(HopgateError, ValueError):
 
 class InputError(HopgateError, ValueError):
     """An argument of the wrong shape: a key of the wrong length, bad offsets, ..."""
+
+
+class AffineError(HopgateError):
+    """A budget or reservation handle was used after it was consumed.
+
+    A reservation is committed or released exactly once; a budget that delegated is
+    replaced by the fresh handle ``delegate`` returned (SPEC §5).
+    """
+
+
+class OverrunError(HopgateError):
+    """``commit(actual)`` spent more than was reserved.
+
+    Raised *after* charging: the full ``actual`` amount counts as spent on every
+    account of the path, and the excess is recorded as an overrun.
+    """
+
+    def __init__(self, message: str, reserved: int = 0, actual: int = 0) -> None:
+        super().__init__(message)
+        self.reserved = reserved
+        self.actual = actual
+
+
+class BudgetExhaustedError(HopgateError):
+    """Some account on the path has no room for the amount (decision code 17)."""
+
+    code = Code.BUDGET_EXHAUSTED

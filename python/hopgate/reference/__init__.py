@@ -11,10 +11,21 @@ equation), ``verify`` adds the missing checks in Python; see ``_ed25519``.
 from __future__ import annotations
 
 from .._codes import Code
-from ..errors import DelegationError, HopgateError, InputError, MalformedError
+from .._decision import Account, Decision
+from ..errors import (
+    AffineError,
+    BudgetExhaustedError,
+    DelegationError,
+    HopgateError,
+    InputError,
+    MalformedError,
+    OverrunError,
+)
 from ._chain import Chain, verify_chains
 from ._ed25519 import SigningKey, verify, verify_batch
+from ._gate import Gate
 from ._hash import blake3_many, sha256_many
+from ._ledger import Budget, Ledger, Reservation
 from ._wire import Invocation, Link, parse_invocation
 
 __all__ = [
@@ -23,6 +34,9 @@ __all__ = [
     "MalformedError",
     "DelegationError",
     "InputError",
+    "AffineError",
+    "OverrunError",
+    "BudgetExhaustedError",
     "SigningKey",
     "verify",
     "verify_batch",
@@ -33,4 +47,10 @@ __all__ = [
     "blake3_many",
     "sha256_many",
     "parse_invocation",
+    "Ledger",
+    "Budget",
+    "Reservation",
+    "Gate",
+    "Decision",
+    "Account",
 ]

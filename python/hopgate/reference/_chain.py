@@ -19,7 +19,7 @@ from __future__ import annotations
 import operator
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import NamedTuple, Optional, Protocol, Tuple
 
 import numpy as np
@@ -53,7 +53,15 @@ from ._wire import (
     parse_chain,
 )
 
-__all__ = ["Chain", "verify_chains", "attenuation_failure", "chain_code"]
+__all__ = [
+    "Chain",
+    "verify_chains",
+    "attenuation_failure",
+    "chain_code",
+    "link_signatures_valid",
+    "links_connected",
+    "terms_code",
+]
 
 _ZERO_SESSION = b"\x00" * 16
 _ZERO_DIGEST = b"\x00" * 32
@@ -403,16 +411,44 @@ def chain_code(
         return Code.MALFORMED  # (a)
     if links[0].issuer not in trusted:
         return Code.UNTRUSTED_ISSUER  # (b)
+    if not link_signatures_valid(links):
+        return Code.BAD_SIGNATURE  # (c)
+    if not links_connected(links):
+        return Code.BROKEN_LINK  # (d)
+    return terms_code(links, now, session, revoked)  # (e)
+
+
+# The steps below are shared with the reference gate, which interleaves them with
+# the invocation's own checks and skips (c), (d) and attenuation for cached chains.
+
+
+def link_signatures_valid(links: Sequence[Link]) -> bool:
+    """Step (c) for the links: link 0 signed by the issuer, link i by holder i-1."""
     signer = links[0].issuer
-    for link in links:  # (c) link 0 by the issuer, link i by holder i-1
+    for link in links:
         if not verify(LINK_DOMAIN + link.body, link.signature, signer):
-            return Code.BAD_SIGNATURE
+            return False
         signer = link.holder
-    for parent, child in zip(links, links[1:]):  # (d)
-        if child.prev_sig != parent.signature:
-            return Code.BROKEN_LINK
-    for i, link in enumerate(links):  # (e)
-        if i >= 1:
+    return True
+
+
+def links_connected(links: Sequence[Link]) -> bool:
+    """Step (d) for the links: every ``prev_sig`` names the previous signature."""
+    return all(child.prev_sig == parent.signature for parent, child in zip(links, links[1:]))
+
+
+def terms_code(
+    links: Sequence[Link],
+    now: int,
+    session: Optional[bytes],
+    revoked: frozenset[bytes],
+    *,
+    check_attenuation: bool = True,
+) -> Code:
+    """Step (e), link by link from 0: attenuation (unless already known to pass),
+    then validity time, session (link 0 only) and revocation."""
+    for i, link in enumerate(links):
+        if check_attenuation and i >= 1:
             failure = attenuation_failure(links[i - 1], link)
             if failure is not None:
                 return failure[0]

@@ -87,22 +87,37 @@ pub fn validity(link: &Link<'_>, i: usize, policy: &Policy<'_>) -> Option<Code> 
     None
 }
 
-/// Steps (d) and (e) of SPEC §4 for a chain whose signatures were checked.
-pub fn links_code(chain: &Chain<'_>, policy: &Policy<'_>) -> Code {
-    for pair in chain.links.windows(2) {
-        if let Anchor::Delegation { prev_sig } = pair[1].anchor {
-            if prev_sig != pair[0].sig {
-                return Code::BrokenLink;
-            }
-        }
-    }
+/// Step (d) of SPEC §4 for the links: does every `prev_sig` name the previous signature?
+pub fn links_unbroken(chain: &Chain<'_>) -> bool {
+    chain.links.windows(2).all(|pair| match pair[1].anchor {
+        Anchor::Delegation { prev_sig } => prev_sig == pair[0].sig,
+        Anchor::Grant { .. } => false,
+    })
+}
+
+/// Step (e) of SPEC §4: link by link, attenuation against the parent (skipped when
+/// `attenuated` says it was already verified, as for a cached chain), then validity.
+pub fn link_rules(chain: &Chain<'_>, policy: &Policy<'_>, attenuated: bool) -> Code {
     for (i, link) in chain.links.iter().enumerate() {
-        let widened = if i > 0 { attenuation(&chain.links[i - 1], link) } else { None };
+        let widened = if i > 0 && !attenuated { attenuation(&chain.links[i - 1], link) } else { None };
         if let Some(code) = widened.or_else(|| validity(link, i, policy)) {
             return code;
         }
     }
     Code::Ok
+}
+
+/// True iff every link attenuates its parent: what a verified-chain cache may remember.
+pub fn fully_attenuated(chain: &Chain<'_>) -> bool {
+    chain.links.windows(2).all(|pair| attenuation(&pair[0], &pair[1]).is_none())
+}
+
+/// Steps (d) and (e) of SPEC §4 for a chain whose signatures were checked.
+pub fn links_code(chain: &Chain<'_>, policy: &Policy<'_>) -> Code {
+    if !links_unbroken(chain) {
+        return Code::BrokenLink;
+    }
+    link_rules(chain, policy, false)
 }
 
 /// Verifies many chains (SPEC §4 steps (a)–(e)); one code per chain. Every signature

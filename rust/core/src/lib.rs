@@ -12,7 +12,9 @@
 
 pub mod chain;
 mod error;
+pub mod gate;
 pub mod hash;
+pub mod ledger;
 pub mod sig;
 pub mod wire;
 

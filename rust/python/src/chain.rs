@@ -25,7 +25,7 @@ impl PyChain {
         &self.bytes
     }
 
-    fn parsed(&self) -> wire::Chain<'_> {
+    pub(crate) fn parsed(&self) -> wire::Chain<'_> {
         // Every PyChain was parsed when it was made; bytes never change.
         wire::Chain::parse(&self.bytes).expect("a Chain holds a valid encoding")
     }
@@ -317,7 +317,7 @@ impl PyLink {
     }
 }
 
-pub(crate) fn unix_now() -> u64 {
+pub fn unix_now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 

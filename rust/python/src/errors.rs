@@ -3,18 +3,22 @@
 //! The exception classes live in `hopgate/errors.py` (pure Python) so that the
 //! native module and `hopgate.reference` raise the very same classes.
 
-use hopgate_core::Error;
+use hopgate_core::{Code, Error};
 use pyo3::PyErr;
 
 pyo3::import_exception!(hopgate.errors, MalformedError);
 pyo3::import_exception!(hopgate.errors, DelegationError);
 pyo3::import_exception!(hopgate.errors, InputError);
+pyo3::import_exception!(hopgate.errors, AffineError);
+pyo3::import_exception!(hopgate.errors, OverrunError);
+pyo3::import_exception!(hopgate.errors, BudgetExhaustedError);
 
 /// Converts a core error to its Python exception.
 pub fn to_py(e: Error) -> PyErr {
     let message = e.to_string();
     match e {
         Error::Malformed { field, offset, .. } => MalformedError::new_err((message, field, offset)),
+        Error::Refused { code: Code::BudgetExhausted, .. } => BudgetExhaustedError::new_err(message),
         Error::Refused { code, .. } => DelegationError::new_err((message, code as u8)),
         Error::Input { .. } => InputError::new_err(message),
     }

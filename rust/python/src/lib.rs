@@ -6,8 +6,10 @@
 mod batch;
 mod chain;
 mod errors;
+mod gate;
 mod hash;
 mod keys;
+mod ledger;
 
 use pyo3::prelude::*;
 
@@ -16,6 +18,10 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<keys::PySigningKey>()?;
     m.add_class::<chain::PyChain>()?;
     m.add_class::<chain::PyLink>()?;
+    m.add_class::<ledger::PyLedger>()?;
+    m.add_class::<ledger::PyBudget>()?;
+    m.add_class::<ledger::PyReservation>()?;
+    m.add_class::<gate::PyGate>()?;
     m.add_function(wrap_pyfunction!(keys::verify, m)?)?;
     m.add_function(wrap_pyfunction!(keys::verify_batch, m)?)?;
     m.add_function(wrap_pyfunction!(chain::verify_chains, m)?)?;

@@ -1,0 +1,43 @@
+"""What a gate answers: shared by the native gate and the reference gate."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, NamedTuple, Optional
+
+from ._codes import REASONS, Code
+
+__all__ = ["Account", "Decision"]
+
+
+class Account(NamedTuple):
+    """The state of one ledger account (one link of a chain), in the chain's unit."""
+
+    cap: int
+    spent: int
+    reserved: int
+    overrun: int
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A gate's answer to one request.
+
+    ``reservation`` is set only when ``code`` is ``Code.OK``: the cost is reserved on
+    every account of the chain, and the caller must ``commit(actual)`` it once the
+    work is done or ``release()`` it if nothing was spent.
+    """
+
+    code: Code
+    reservation: Optional[Any] = None
+
+    @property
+    def allowed(self) -> bool:
+        return self.code is Code.OK
+
+    @property
+    def reason(self) -> str:
+        return REASONS[self.code]
+
+    def __bool__(self) -> bool:
+        return self.allowed

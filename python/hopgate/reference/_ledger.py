@@ -1,0 +1,465 @@
+"""The runtime budget ledger of SPEC §5 for the reference: accounts, budgets, reservations.
+
+Every link of a chain is an account, keyed by its revocation id (BLAKE3 of its
+signature) with cap = the link's budget. A reservation over a path holds the
+amount on *every* account of the path, so the middle links of a chain bind as
+much as its ends, and two siblings under one parent can never spend more than
+the parent's cap together (the delegation fan-out race).
+
+One ``threading.Lock`` per ledger guards all of its state: the accounts and the
+replay-nonce set that gates sharing this ledger consult (SPEC §6: one nonce set
+per ledger). Holding it across the whole check-then-update of a reservation is
+what makes ``reserve`` atomic and linearizable.
+
+``Budget`` and ``Reservation`` are affine handles: they cannot be copied or
+pickled, a ``Reservation`` is settled (committed, released or forfeited) exactly
+once, and a ``Budget`` that delegated is replaced by the fresh handle that
+``delegate`` returned. Any second use raises ``AffineError``.
+
+Decisions this module makes where SPEC §5 is silent:
+
+* An account is opened by the first reservation on it that succeeds, with the
+  cap its path names (``Ledger.budget`` and ``Budget.delegate`` open nothing),
+  so a refused reservation leaves the ledger exactly as it was. Until then the
+  path's cap stands in for it (``remaining``, ``delegate``).
+* An account that already exists keeps its cap, whatever cap a later path names.
+* A path may not name one account twice (``InputError``): the amount would be
+  held twice on it.
+"""
+
+from __future__ import annotations
+
+import heapq
+import os
+import threading
+import warnings
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from types import TracebackType
+from typing import NoReturn, Optional, Protocol, SupportsIndex, Tuple, Union
+
+from .._codes import Code
+from .._decision import Account
+from ..errors import (
+    AffineError,
+    BudgetExhaustedError,
+    DelegationError,
+    InputError,
+    OverrunError,
+)
+from ._batch import as_bytes, is_buffer
+from ._hash import blake3_digest
+from ._wire import check_fixed, check_uint
+
+__all__ = ["Ledger", "Budget", "Reservation"]
+
+ACCOUNT_ID_LEN = 32
+
+#: One step of a path: (account id, cap).
+PathEntry = Tuple[bytes, int]
+
+
+class _LinkLike(Protocol):
+    @property
+    def signature(self) -> bytes: ...
+    @property
+    def budget(self) -> int: ...
+
+
+class _ChainLike(Protocol):
+    """A chain of either implementation: all the ledger needs is its links."""
+
+    @property
+    def links(self) -> Sequence[_LinkLike]: ...
+
+
+PathSource = Union[_ChainLike, Iterable[PathEntry]]
+
+
+class _AccountState:
+    """The mutable state of one account; only touched with the ledger lock held."""
+
+    __slots__ = ("cap", "spent", "reserved", "overrun")
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self.spent = 0
+        self.reserved = 0
+        self.overrun = 0
+
+    def room(self) -> int:
+        # An overrun can push spent + reserved past the cap; there is no room then.
+        return max(0, self.cap - self.spent - self.reserved)
+
+    def snapshot(self) -> Account:
+        return Account(self.cap, self.spent, self.reserved, self.overrun)
+
+
+def _short(account_id: bytes) -> str:
+    return account_id.hex()[:16] + "..."
+
+
+def _path_entries(path: object) -> list[PathEntry]:
+    """Validate a path given as a chain or as (account_id, cap) pairs."""
+    links = getattr(path, "links", None)
+    entries: list[PathEntry] = []
+    if links is not None:
+        for i, link in enumerate(links):
+            signature = as_bytes(getattr(link, "signature", None), f"path.links[{i}].signature")
+            entries.append(
+                (blake3_digest(signature), check_uint(getattr(link, "budget", None), 64,
+                                                      f"path.links[{i}].budget"))
+            )
+    elif isinstance(path, str) or is_buffer(path) or not isinstance(path, Iterable):
+        raise InputError(
+            "path: expected a Chain or a sequence of (account_id, cap) pairs, "
+            f"got {type(path).__name__}"
+        )
+    else:
+        for i, item in enumerate(path):
+            if not isinstance(item, (tuple, list)) or len(item) != 2:
+                raise InputError(f"path[{i}]: expected an (account_id, cap) pair")
+            account_id, cap = item
+            entries.append(
+                (
+                    check_fixed(account_id, ACCOUNT_ID_LEN, f"path[{i}].account_id"),
+                    check_uint(cap, 64, f"path[{i}].cap"),
+                )
+            )
+    if not entries:
+        raise InputError("path: must name at least one account")
+    seen: set[bytes] = set()
+    for i, (account_id, _) in enumerate(entries):
+        if account_id in seen:
+            raise InputError(f"path[{i}]: account {_short(account_id)} appears twice")
+        seen.add(account_id)
+    return entries
+
+
+class _Affine:
+    """Refuses copying and pickling: a handle on money exists exactly once."""
+
+    __slots__ = ()
+
+    def _refuse(self) -> NoReturn:
+        raise TypeError(f"a {type(self).__name__} cannot be copied or pickled")
+
+    def __copy__(self) -> NoReturn:
+        self._refuse()
+
+    def __deepcopy__(self, memo: object) -> NoReturn:
+        self._refuse()
+
+    def __reduce__(self) -> NoReturn:
+        self._refuse()
+
+    def __reduce_ex__(self, protocol: SupportsIndex) -> NoReturn:
+        self._refuse()
+
+
+class Ledger:
+    """In-process accounts (cap, spent, reserved, overrun) keyed by 32-byte ids.
+
+    Thread-safe: one lock guards every account and the replay-nonce set, so a
+    reservation over a whole path is atomic.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._accounts: dict[bytes, _AccountState] = {}
+        # Replay protection for the gates sharing this ledger: nonce -> expiry,
+        # and a min-heap of (expiry, nonce) so that pruning is cheap and memory
+        # stays bounded by rate x window, never by history.
+        self._nonce_expiry: dict[bytes, int] = {}
+        self._nonce_heap: list[tuple[int, bytes]] = []
+        # Reservations forfeited by the garbage collector, not yet applied.
+        # ``__del__`` may run while this very thread holds the (non-reentrant)
+        # lock, so it only queues (deque.append is atomic); whoever takes the
+        # lock next applies the queue before doing anything else.
+        self._orphans: deque[tuple[tuple[_AccountState, ...], int]] = deque()
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        with self._lock:
+            while self._orphans:
+                accounts, amount = self._orphans.popleft()
+                _forfeit_locked(accounts, amount)
+            yield
+
+    # -- public -----------------------------------------------------------
+
+    def budget(self, path: PathSource) -> Budget:
+        """A handle on a path: a ``Chain`` (one account per link, cap = budget) or
+        a sequence of ``(account_id, cap)`` pairs, root first.
+
+        Accounts are opened by the first reservation on them, with the cap the
+        path names; an account that already exists keeps its cap.
+        """
+        return Budget._create(self, _path_entries(path))
+
+    def account(self, account_id: bytes) -> Optional[Account]:
+        """A snapshot of one account, or None if it was never opened."""
+        key = check_fixed(account_id, ACCOUNT_ID_LEN, "account_id")
+        with self._locked():
+            state = self._accounts.get(key)
+            return None if state is None else state.snapshot()
+
+    def accounts(self) -> dict[bytes, Account]:
+        """A consistent snapshot of every account."""
+        with self._locked():
+            return {key: state.snapshot() for key, state in self._accounts.items()}
+
+    def __repr__(self) -> str:
+        return f"Ledger(accounts={len(self._accounts)})"
+
+    # -- internal: callers hold the lock ----------------------------------
+
+    def _state_locked(self, account_id: bytes, cap: int) -> _AccountState:
+        """The account, or a fresh one with ``cap`` that is not stored yet."""
+        state = self._accounts.get(account_id)
+        return _AccountState(cap) if state is None else state
+
+    def _reserve_locked(self, path: Sequence[PathEntry], amount: int) -> Reservation:
+        """Hold ``amount`` on every account of ``path``, or change nothing and
+        raise ``BudgetExhaustedError``."""
+        states: list[tuple[bytes, _AccountState]] = []
+        for account_id, cap in path:
+            state = self._state_locked(account_id, cap)  # stored only on success
+            if state.spent + state.reserved + amount > state.cap:
+                raise BudgetExhaustedError(
+                    f"account {_short(account_id)} has {state.room()} left of its cap "
+                    f"{state.cap}; {amount} requested"
+                )
+            states.append((account_id, state))
+        for account_id, state in states:
+            self._accounts.setdefault(account_id, state)
+            state.reserved += amount
+        return Reservation._create(self, tuple(state for _, state in states), amount)
+
+    def _prune_nonces_locked(self, now: int) -> None:
+        heap = self._nonce_heap
+        while heap and heap[0][0] < now:
+            _, nonce = heapq.heappop(heap)
+            # A nonce is recorded only while absent, so heap and dict entries
+            # correspond one to one.
+            del self._nonce_expiry[nonce]
+
+    def _admit(
+        self, path: Sequence[PathEntry], amount: int, nonce: bytes, expiry: int, now: int
+    ) -> tuple[Code, Optional[Reservation]]:
+        """Steps 16 and 17 of a gate, under one lock: two requests carrying one
+        nonce can never both pass, and only an allowed request consumes its nonce."""
+        with self._locked():
+            self._prune_nonces_locked(now)
+            seen = self._nonce_expiry.get(nonce)
+            if seen is not None and seen >= now:
+                return Code.REPLAY, None
+            try:
+                reservation = self._reserve_locked(path, amount)
+            except BudgetExhaustedError:
+                return Code.BUDGET_EXHAUSTED, None
+            self._nonce_expiry[nonce] = expiry
+            heapq.heappush(self._nonce_heap, (expiry, nonce))
+            return Code.OK, reservation
+
+
+def _forfeit_locked(accounts: Sequence[_AccountState], amount: int) -> None:
+    # The money-safe default: the caller may have spent what it reserved.
+    for state in accounts:
+        state.reserved -= amount
+        state.spent += amount
+
+
+class Budget(_Affine):
+    """A handle on a path of ledger accounts, made by ``Ledger.budget``.
+
+    ``delegate`` consumes the handle and returns a fresh one on the same path
+    plus a child handle one account longer.
+    """
+
+    __slots__ = ("_ledger", "_path", "_live")
+    _ledger: Ledger
+    _path: list[PathEntry]
+    _live: bool
+
+    def __init__(self) -> None:
+        raise TypeError("a Budget is made by Ledger.budget(path) or Budget.delegate")
+
+    @classmethod
+    def _create(cls, ledger: Ledger, path: list[PathEntry]) -> Budget:
+        budget = object.__new__(cls)
+        budget._ledger = ledger
+        budget._path = path
+        budget._live = True
+        return budget
+
+    def _check_live_locked(self) -> None:
+        if not self._live:
+            raise AffineError(
+                "this Budget delegated and was replaced by the handle delegate() returned"
+            )
+
+    @property
+    def path(self) -> list[PathEntry]:
+        """The (account id, cap) pairs of this handle, root first."""
+        with self._ledger._locked():
+            self._check_live_locked()
+            return list(self._path)
+
+    def reserve(self, amount: int) -> Reservation:
+        """Hold ``amount`` on every account of the path; ``BudgetExhaustedError``
+        (and no change) if any account lacks room."""
+        amount = check_uint(amount, 64, "amount")
+        with self._ledger._locked():
+            self._check_live_locked()
+            return self._ledger._reserve_locked(self._path, amount)
+
+    def remaining(self) -> int:
+        """The most a reservation could hold right now: the least room on the path."""
+        with self._ledger._locked():
+            self._check_live_locked()
+            ledger = self._ledger
+            return min(ledger._state_locked(account_id, cap).room() for account_id, cap in self._path)
+
+    def delegate(self, cap: int, account_id: Optional[bytes] = None) -> tuple[Budget, Budget]:
+        """Consume this handle; return (a fresh handle on the same path, a child
+        handle whose path adds the account ``account_id`` (default: 32 random
+        bytes) with ``cap``).
+
+        ``DelegationError(code=BUDGET_WIDENED)`` if ``cap`` exceeds the cap of
+        this path's last account (its cap in the ledger once opened, else the
+        cap the path names); a refused delegation consumes nothing.
+        """
+        cap = check_uint(cap, 64, "cap")
+        child_id = (
+            os.urandom(ACCOUNT_ID_LEN)
+            if account_id is None
+            else check_fixed(account_id, ACCOUNT_ID_LEN, "account_id")
+        )
+        ledger = self._ledger
+        with ledger._locked():
+            self._check_live_locked()
+            if any(existing == child_id for existing, _ in self._path):
+                raise InputError(f"account_id: {_short(child_id)} is already on the path")
+            parent_cap = ledger._state_locked(*self._path[-1]).cap
+            if cap > parent_cap:
+                raise DelegationError(
+                    f"delegation refused: cap {cap} is larger than the parent's {parent_cap}",
+                    Code.BUDGET_WIDENED,
+                )
+            self._live = False
+            child_path = [*self._path, (child_id, cap)]
+            return Budget._create(ledger, self._path), Budget._create(ledger, child_path)
+
+    def __repr__(self) -> str:
+        if not self._live:
+            return "Budget(<delegated>)"
+        return f"Budget(accounts={len(self._path)}, last={_short(self._path[-1][0])})"
+
+
+class Reservation(_Affine):
+    """An amount held on every account of a path, settled exactly once.
+
+    ``commit(actual)`` charges ``actual`` and releases the rest; ``release()``
+    says nothing was spent. Leaving a ``with`` block, or being collected,
+    without either forfeits: the held amount counts as spent.
+    """
+
+    __slots__ = ("_ledger", "_accounts", "_amount", "_settled")
+    _ledger: Ledger
+    _accounts: tuple[_AccountState, ...]
+    _amount: int
+    _settled: bool
+
+    def __init__(self) -> None:
+        raise TypeError("a Reservation is made by Budget.reserve or a Gate")
+
+    @classmethod
+    def _create(
+        cls, ledger: Ledger, accounts: tuple[_AccountState, ...], amount: int
+    ) -> Reservation:
+        reservation = object.__new__(cls)
+        reservation._ledger = ledger
+        reservation._accounts = accounts
+        reservation._amount = amount
+        reservation._settled = False
+        return reservation
+
+    @property
+    def amount(self) -> int:
+        """The amount held on every account of the path."""
+        return self._amount
+
+    @property
+    def settled(self) -> bool:
+        """Whether this reservation was committed, released or forfeited."""
+        return self._settled
+
+    def _settle_locked(self) -> None:
+        if self._settled:
+            raise AffineError("this Reservation was already committed, released or forfeited")
+        self._settled = True
+
+    def commit(self, actual: Optional[int] = None) -> None:
+        """Charge ``actual`` (default: the reserved amount) on every account and
+        release the rest.
+
+        If ``actual`` exceeds the reservation, the whole of it is still charged
+        and the excess recorded as an overrun on every account; then
+        ``OverrunError`` is raised (money already spent is never forgotten).
+        """
+        charged = self._amount if actual is None else check_uint(actual, 64, "actual")
+        excess = max(0, charged - self._amount)
+        with self._ledger._locked():
+            self._settle_locked()
+            for state in self._accounts:
+                state.reserved -= self._amount
+                state.spent += charged
+                state.overrun += excess
+        if excess:
+            raise OverrunError(
+                f"committed {charged}, {excess} more than the {self._amount} reserved; "
+                "charged in full and recorded as an overrun",
+                reserved=self._amount,
+                actual=charged,
+            )
+
+    def release(self) -> None:
+        """Return the whole amount: nothing was spent."""
+        with self._ledger._locked():
+            self._settle_locked()
+            for state in self._accounts:
+                state.reserved -= self._amount
+
+    def __enter__(self) -> Reservation:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: Optional[type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> None:
+        with self._ledger._locked():
+            if not self._settled:
+                self._settled = True
+                _forfeit_locked(self._accounts, self._amount)
+
+    def __del__(self) -> None:
+        # No other reference exists, so nothing can settle concurrently; the
+        # lock is not taken here (see Ledger._orphans).
+        if getattr(self, "_settled", True):
+            return
+        self._settled = True
+        self._ledger._orphans.append((self._accounts, self._amount))
+        warnings.warn(
+            f"a Reservation of {self._amount} was neither committed nor released; "
+            "it is forfeited (counted as spent)",
+            ResourceWarning,
+            source=self,
+        )
+
+    def __repr__(self) -> str:
+        state = "settled" if self._settled else "open"
+        return f"Reservation(amount={self._amount}, {state})"

@@ -1,0 +1,214 @@
+//! The gate (SPEC §6): every check of SPEC §4 for a batch of requests, with a
+//! verified-chain cache, replay protection and reservations on the ledger.
+
+use std::collections::HashSet;
+use std::sync::{Mutex, PoisonError, RwLock};
+
+use rayon::prelude::*;
+
+use crate::chain::{self, Policy};
+use crate::ledger::{AccountId, Ledger, Reservation};
+use crate::sig::{self, Message, SigItem};
+use crate::wire::{Chain, Invocation, INVOKE_DOMAIN};
+use crate::{Code, Error, Result};
+
+/// Below this many requests, parsing stays on the calling thread.
+const PARALLEL_REQUESTS: usize = 64;
+
+/// How a gate is set up.
+#[derive(Clone, Debug)]
+pub struct GateConfig {
+    /// Issuer keys accepted for link 0.
+    pub trusted: HashSet<[u8; 32]>,
+    /// An invocation is fresh iff `|timestamp - now| <= skew` (seconds).
+    pub skew: u64,
+    /// How long a consumed nonce is remembered after its timestamp (seconds);
+    /// at least `2 * skew`, so a replay is either remembered or stale.
+    pub replay_window: u64,
+    /// When set, link 0's session id must equal it.
+    pub session: Option<[u8; 16]>,
+    /// How many verified chains the cache remembers (0 disables it).
+    pub cache_size: usize,
+}
+
+/// What the gate decided for one request; `reservation` is set iff `code` is OK.
+#[derive(Debug)]
+pub struct Outcome {
+    /// The decision.
+    pub code: Code,
+    /// The cost, reserved on every account of the chain.
+    pub reservation: Option<Reservation>,
+}
+
+/// Chain digests whose signatures, links and attenuation are verified: two
+/// generations of at most `cap / 2` each. A hit in the old generation is promoted;
+/// when the new one fills, the old one is dropped. Lookups and inserts are O(1),
+/// memory is bounded by `cap` digests, and what was used recently survives, which is
+/// what a least-recently-used cache is for.
+struct VerifiedCache {
+    cap: usize,
+    young: HashSet<[u8; 32]>,
+    old: HashSet<[u8; 32]>,
+}
+
+impl VerifiedCache {
+    fn new(cap: usize) -> Self {
+        VerifiedCache { cap, young: HashSet::new(), old: HashSet::new() }
+    }
+
+    fn hit(&mut self, digest: &[u8; 32]) -> bool {
+        if self.young.contains(digest) {
+            return true;
+        }
+        if self.old.remove(digest) {
+            self.insert(*digest);
+            return true;
+        }
+        false
+    }
+
+    fn insert(&mut self, digest: [u8; 32]) {
+        if self.cap == 0 {
+            return;
+        }
+        if self.young.len() >= self.cap.div_ceil(2) {
+            self.old = std::mem::take(&mut self.young);
+        }
+        self.young.insert(digest);
+    }
+
+    fn len(&self) -> usize {
+        self.young.len() + self.old.len()
+    }
+}
+
+/// A gate: cheap to share between threads (`&Gate` is enough to check requests).
+pub struct Gate {
+    config: GateConfig,
+    revoked: RwLock<HashSet<[u8; 32]>>,
+    ledger: Ledger,
+    cache: Mutex<VerifiedCache>,
+}
+
+/// One request after parsing.
+struct Parsed<'a> {
+    chain: Chain<'a>,
+    inv: Invocation<'a>,
+    digest: [u8; 32],
+}
+
+impl Gate {
+    /// A gate on `ledger` (shared with other gates given the same ledger).
+    pub fn new(config: GateConfig, revoked: HashSet<[u8; 32]>, ledger: Ledger) -> Result<Self> {
+        if config.replay_window < config.skew.saturating_mul(2) {
+            return Err(Error::input(
+                "replay_window",
+                format!("must be at least 2 * skew ({}), got {}", config.skew.saturating_mul(2), config.replay_window),
+            ));
+        }
+        let cache = Mutex::new(VerifiedCache::new(config.cache_size));
+        Ok(Gate { config, revoked: RwLock::new(revoked), ledger, cache })
+    }
+
+    /// The ledger budgets are reserved on.
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &GateConfig {
+        &self.config
+    }
+
+    /// Revokes a link (by revocation id) for every later request.
+    pub fn revoke(&self, id: [u8; 32]) {
+        self.revoked.write().unwrap_or_else(PoisonError::into_inner).insert(id);
+    }
+
+    /// How many verified chains are cached.
+    pub fn cached(&self) -> usize {
+        self.cache.lock().unwrap_or_else(PoisonError::into_inner).len()
+    }
+
+    /// Decides a batch of `(chain, invocation)` requests at `now`, in order. Every
+    /// signature not covered by the cache (all links of uncached chains, every
+    /// invocation) is checked in one batch.
+    pub fn check_batch<'a>(&self, requests: &[(&'a [u8], &'a [u8])], now: u64) -> Vec<Outcome> {
+        let parse = |&(c, i): &(&'a [u8], &'a [u8])| -> Option<Parsed<'a>> {
+            let chain = Chain::parse(c).ok()?;
+            let inv = Invocation::parse(i).ok()?;
+            Some(Parsed { chain, inv, digest: *blake3::hash(c).as_bytes() })
+        };
+        let parsed: Vec<Option<Parsed<'a>>> = if requests.len() >= PARALLEL_REQUESTS {
+            requests.par_iter().map(parse).collect()
+        } else {
+            requests.iter().map(parse).collect()
+        };
+
+        // (b) trusted issuer; the cache decides which chains need their links checked.
+        let trusted = |p: &Parsed<'_>| p.chain.first().issuer().is_some_and(|k| self.config.trusted.contains(k));
+        let cached: Vec<bool> = {
+            let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+            parsed.iter().map(|p| p.as_ref().is_some_and(|p| trusted(p) && cache.hit(&p.digest))).collect()
+        };
+        // (c) one batch: links of uncached chains, then the invocation, per request.
+        let mut items: Vec<SigItem<'_>> = Vec::new();
+        let mut spans = Vec::with_capacity(parsed.len());
+        for (p, &hit) in parsed.iter().zip(&cached) {
+            let start = items.len();
+            if let Some(p) = p.as_ref().filter(|p| trusted(p)) {
+                if !hit {
+                    chain::push_signatures(&p.chain, &mut items);
+                }
+                let msg = Message { prefix: INVOKE_DOMAIN, body: p.inv.body };
+                items.push(SigItem { msg, sig: p.inv.sig, pk: p.chain.last().holder });
+            }
+            spans.push(start..items.len());
+        }
+        let sig_ok = sig::verify_batch(&items);
+
+        let revoked = self.revoked.read().unwrap_or_else(PoisonError::into_inner);
+        let policy = Policy { trusted: &self.config.trusted, now, session: self.config.session.as_ref(), revoked: &revoked };
+        let mut out = Vec::with_capacity(parsed.len());
+        for ((p, &hit), span) in parsed.iter().zip(&cached).zip(spans) {
+            let outcome = match p {
+                None => Outcome { code: Code::Malformed, reservation: None },
+                Some(p) if !trusted(p) => Outcome { code: Code::UntrustedIssuer, reservation: None },
+                Some(p) => self.decide(p, hit, sig_ok[span].iter().all(|&v| v), &policy),
+            };
+            out.push(outcome);
+        }
+        out
+    }
+
+    /// Steps (c)–(g) for one parsed request from a trusted issuer.
+    fn decide(&self, p: &Parsed<'_>, cached: bool, signatures_ok: bool, policy: &Policy<'_>) -> Outcome {
+        let deny = |code| Outcome { code, reservation: None };
+        if !signatures_ok {
+            return deny(Code::BadSignature);
+        }
+        let last = p.chain.last();
+        if (!cached && !chain::links_unbroken(&p.chain)) || p.inv.tail_sig != last.sig {
+            return deny(Code::BrokenLink);
+        }
+        if !cached && chain::fully_attenuated(&p.chain) {
+            self.cache.lock().unwrap_or_else(PoisonError::into_inner).insert(p.digest);
+        }
+        let code = chain::link_rules(&p.chain, policy, cached);
+        if code != Code::Ok {
+            return deny(code);
+        }
+        if let Some(code) = chain::grant_covers(last, p.inv.ability, p.inv.resource, p.inv.cost) {
+            return deny(code);
+        }
+        if p.inv.timestamp.abs_diff(policy.now) > self.config.skew {
+            return deny(Code::StaleInvocation);
+        }
+        let path: Vec<(AccountId, u64)> = p.chain.links.iter().map(|l| (l.revocation_id(), l.budget)).collect();
+        let expiry = p.inv.timestamp.saturating_add(self.config.replay_window);
+        match self.ledger.admit(p.inv.nonce, policy.now, expiry, &path, p.inv.cost) {
+            Ok(reservation) => Outcome { code: Code::Ok, reservation: Some(reservation) },
+            Err(code) => deny(code),
+        }
+    }
+}

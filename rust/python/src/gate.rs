@@ -1,0 +1,126 @@
+//! `Gate`: SPEC §6 in front of every request.
+
+use hopgate_core::gate::{Gate, GateConfig};
+use numpy::PyArray1;
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+
+use crate::batch::{self, array, key_set};
+use crate::chain::unix_now;
+use crate::errors::{input, to_py};
+use crate::ledger::{outcome_parts, PyLedger, PyReservation};
+
+/// A gate: checks `(chain, invocation)` requests (SPEC §4 steps (a)–(g)), caches
+/// verified chains, refuses replays, and reserves each allowed request's cost on
+/// every account of its chain.
+#[pyclass(name = "Gate", module = "hopgate", frozen)]
+pub struct PyGate {
+    gate: Gate,
+}
+
+fn decision<'py>(py: Python<'py>, code: u8, reservation: Option<Py<PyReservation>>) -> PyResult<Bound<'py, PyAny>> {
+    static DECISION: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    static CODE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    let code = CODE.import(py, "hopgate._codes", "Code")?.call1((code,))?;
+    DECISION.import(py, "hopgate._decision", "Decision")?.call1((code, reservation))
+}
+
+#[pymethods]
+impl PyGate {
+    #[new]
+    #[pyo3(signature = (trusted, skew = 30, replay_window = 300, session = None, revoked = None, ledger = None,
+                        audit = None, cache_size = 100_000))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        trusted: &Bound<'_, PyAny>,
+        skew: i64,
+        replay_window: i64,
+        session: Option<&Bound<'_, PyAny>>,
+        revoked: Option<&Bound<'_, PyAny>>,
+        ledger: Option<&Bound<'_, PyLedger>>,
+        audit: Option<&Bound<'_, PyAny>>,
+        cache_size: i64,
+    ) -> PyResult<Self> {
+        if audit.is_some_and(|a| !a.is_none()) {
+            return Err(input("audit: audit logs are not available in this version; pass None"));
+        }
+        let non_negative = |v: i64, name: &str| -> PyResult<u64> {
+            u64::try_from(v).map_err(|_| input(format!("{name}: must not be negative, got {v}")))
+        };
+        let config = GateConfig {
+            trusted: key_set::<32>(trusted, "trusted")?,
+            skew: non_negative(skew, "skew")?,
+            replay_window: non_negative(replay_window, "replay_window")?,
+            session: session.map(|s| array::<16>(s, &|| "session".into())).transpose()?,
+            cache_size: usize::try_from(non_negative(cache_size, "cache_size")?).unwrap_or(usize::MAX),
+        };
+        let revoked = revoked.map(|r| key_set::<32>(r, "revoked")).transpose()?.unwrap_or_default();
+        let ledger = ledger.map_or_else(Default::default, |l| l.get().ledger.clone());
+        Ok(PyGate { gate: Gate::new(config, revoked, ledger).map_err(to_py)? })
+    }
+
+    /// Revokes a link, by revocation id, for every later request.
+    fn revoke(&self, revocation_id: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.gate.revoke(array::<32>(revocation_id, &|| "revocation_id".into())?);
+        Ok(())
+    }
+
+    /// The ledger this gate reserves on.
+    #[getter]
+    fn ledger(&self) -> PyLedger {
+        PyLedger { ledger: self.gate.ledger().clone() }
+    }
+
+    /// How many verified chains the cache holds.
+    #[getter]
+    fn cached(&self) -> usize {
+        self.gate.cached()
+    }
+
+    /// Decides one request; returns a `Decision` (code, reason, reservation).
+    #[pyo3(signature = (chain, invocation, now = None))]
+    fn check<'py>(
+        &self,
+        py: Python<'py>,
+        chain: &Bound<'py, PyAny>,
+        invocation: &Bound<'py, PyAny>,
+        now: Option<u64>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let c = batch::source(chain, &|| "chain".into())?;
+        let i = batch::source(invocation, &|| "invocation".into())?;
+        let (c, i) = (c.as_slice(), i.as_slice());
+        let now = now.unwrap_or_else(unix_now);
+        let mut out = py.detach(|| self.gate.check_batch(&[(c, i)], now));
+        let outcome = out.pop().ok_or_else(|| input("no outcome"))?;
+        decision(py, outcome.code as u8, outcome_parts(py, outcome.reservation)?)
+    }
+
+    /// Decides many requests in order, with every uncached signature of the batch in
+    /// one batched verification; returns `(codes, reservations)`: a numpy uint8
+    /// array and a list holding a `Reservation` for each allowed request, else None.
+    #[pyo3(signature = (chains, invocations, now = None))]
+    fn check_batch<'py>(
+        &self,
+        py: Python<'py>,
+        chains: &Bound<'py, PyAny>,
+        invocations: &Bound<'py, PyAny>,
+        now: Option<u64>,
+    ) -> PyResult<(Bound<'py, PyArray1<u8>>, Vec<Option<Py<PyReservation>>>)> {
+        let chains = batch::variable(chains, None, "chains")?;
+        let invocations = batch::variable(invocations, None, "invocations")?;
+        if chains.len() != invocations.len() {
+            return Err(input(format!(
+                "chains and invocations must have the same length (got {} and {})",
+                chains.len(),
+                invocations.len()
+            )));
+        }
+        let requests: Vec<(&[u8], &[u8])> = chains.slices().into_iter().zip(invocations.slices()).collect();
+        let now = now.unwrap_or_else(unix_now);
+        let outcomes = py.detach(|| self.gate.check_batch(&requests, now));
+        let codes: Vec<u8> = outcomes.iter().map(|o| o.code as u8).collect();
+        let reservations =
+            outcomes.into_iter().map(|o| outcome_parts(py, o.reservation)).collect::<PyResult<Vec<_>>>()?;
+        Ok((PyArray1::from_vec(py, codes), reservations))
+    }
+}

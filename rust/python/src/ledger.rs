@@ -1,0 +1,291 @@
+//! `Ledger`, `Budget` and `Reservation`: Python handles with runtime affinity over the
+//! core's compile-time affine types.
+//!
+//! Each handle keeps its core value in a `Mutex<Option<_>>`: a consuming method takes
+//! the value out, so any later use finds `None` and raises `AffineError`, even when
+//! two threads race to settle the same reservation. The locks are held for
+//! microseconds and never while waiting for anything, so the handles are safe to use
+//! from threads and from asyncio tasks alike.
+
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use hopgate_core::ledger::{self, AccountId, Ledger};
+use hopgate_core::wire;
+use pyo3::exceptions::{PyResourceWarning, PyTypeError};
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyBytes, PyDict};
+
+use crate::batch::array;
+use crate::chain::PyChain;
+use crate::errors::{input, to_py, AffineError, OverrunError};
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn no_copy(what: &str) -> PyErr {
+    PyTypeError::new_err(format!("a {what} stands for money and cannot be copied or pickled"))
+}
+
+/// `hopgate._decision.Account(cap, spent, reserved, overrun)`.
+pub fn account_tuple<'py>(py: Python<'py>, a: &ledger::Account) -> PyResult<Bound<'py, PyAny>> {
+    static ACCOUNT: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    let cls = ACCOUNT.import(py, "hopgate._decision", "Account")?;
+    cls.call1((a.cap, a.spent, a.reserved, a.overrun))
+}
+
+/// The accounts of a chain: (revocation id, budget) per link, root first.
+pub fn chain_path(chain: &wire::Chain<'_>) -> Vec<(AccountId, u64)> {
+    chain.links.iter().map(|l| (l.revocation_id(), l.budget)).collect()
+}
+
+/// A budget ledger (SPEC §5). Gates given the same ledger share its accounts and its
+/// replay-nonce set.
+#[pyclass(name = "Ledger", module = "hopgate", frozen)]
+#[derive(Clone)]
+pub struct PyLedger {
+    pub(crate) ledger: Ledger,
+}
+
+#[pymethods]
+impl PyLedger {
+    #[new]
+    fn new() -> Self {
+        PyLedger { ledger: Ledger::new() }
+    }
+
+    /// A budget on `path`: a `Chain` (one account per link: its revocation id, capped
+    /// by its budget), or a list of `(account_id, cap)` pairs, root first.
+    fn budget(&self, path: &Bound<'_, PyAny>) -> PyResult<PyBudget> {
+        let path = if let Ok(chain) = path.cast::<PyChain>() {
+            let chain = chain.get();
+            chain_path(&chain.parsed())
+        } else {
+            let pairs = path.try_iter().map_err(|_| input("path: expected a Chain or a list of (account_id, cap)"))?;
+            let mut out = Vec::new();
+            for (i, pair) in pairs.enumerate() {
+                let pair = pair?;
+                let (id, cap): (Bound<'_, PyAny>, Bound<'_, PyAny>) =
+                    pair.extract().map_err(|_| input(format!("path[{i}]: expected (account_id, cap)")))?;
+                let cap: u64 = cap.extract().map_err(|_| input(format!("path[{i}]: cap must be in 0..=2**64-1")))?;
+                out.push((array::<32>(&id, &|| format!("path[{i}] account_id"))?, cap));
+            }
+            out
+        };
+        let budget = self.ledger.budget(path).map_err(to_py)?;
+        Ok(PyBudget { inner: Mutex::new(Some(budget)) })
+    }
+
+    /// One account's state, or None if it was never used.
+    fn account<'py>(&self, py: Python<'py>, account_id: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let id = array::<32>(account_id, &|| "account_id".into())?;
+        self.ledger.account(&id).map(|a| account_tuple(py, &a)).transpose()
+    }
+
+    /// A snapshot of every account: `{account_id: Account}`.
+    fn accounts<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let out = PyDict::new(py);
+        for (id, a) in self.ledger.accounts() {
+            out.set_item(PyBytes::new(py, &id), account_tuple(py, &a)?)?;
+        }
+        Ok(out)
+    }
+
+    fn __repr__(&self) -> String {
+        format!("Ledger(accounts={})", self.ledger.accounts().len())
+    }
+}
+
+/// The right to reserve on a path of accounts. `delegate` consumes it and returns a
+/// fresh parent handle beside the child; the old handle then raises `AffineError`.
+#[pyclass(name = "Budget", module = "hopgate", frozen)]
+pub struct PyBudget {
+    inner: Mutex<Option<ledger::Budget>>,
+}
+
+fn gone(what: &str) -> PyErr {
+    AffineError::new_err(format!("this {what} was already consumed"))
+}
+
+impl PyBudget {
+    fn with<T>(&self, f: impl FnOnce(&ledger::Budget) -> PyResult<T>) -> PyResult<T> {
+        let guard = lock(&self.inner);
+        f(guard.as_ref().ok_or_else(|| gone("Budget (it delegated; use the handle delegate returned)"))?)
+    }
+}
+
+#[pymethods]
+impl PyBudget {
+    /// Reserves `amount` on every account of the path, atomically. Raises
+    /// `BudgetExhaustedError` (changing nothing) unless every account has room.
+    fn reserve(&self, py: Python<'_>, amount: &Bound<'_, PyAny>) -> PyResult<Py<PyReservation>> {
+        let amount: u64 = amount.extract().map_err(|_| input("amount: expected an integer in 0..=2**64-1"))?;
+        let r = self.with(|b| b.reserve(amount).map_err(to_py))?;
+        Py::new(py, PyReservation::new(r))
+    }
+
+    /// What could be reserved now: the least room on the path.
+    fn remaining(&self) -> PyResult<u64> {
+        self.with(|b| Ok(b.remaining()))
+    }
+
+    /// `(account_id, cap)` per account, root first.
+    #[getter]
+    fn path<'py>(&self, py: Python<'py>) -> PyResult<Vec<(Bound<'py, PyBytes>, u64)>> {
+        self.with(|b| Ok(b.path().iter().map(|(id, cap)| (PyBytes::new(py, id), *cap)).collect()))
+    }
+
+    /// A child account with `cap` (at most this budget's own cap) under `account_id`
+    /// (random when None). Consumes this handle; returns `(parent, child)`.
+    #[pyo3(signature = (cap, account_id = None))]
+    fn delegate(&self, cap: &Bound<'_, PyAny>, account_id: Option<&Bound<'_, PyAny>>) -> PyResult<(PyBudget, PyBudget)> {
+        let cap: u64 = cap.extract().map_err(|_| input("cap: expected an integer in 0..=2**64-1"))?;
+        let id = match account_id {
+            Some(id) => array::<32>(id, &|| "account_id".into())?,
+            None => {
+                let mut id = [0u8; 32];
+                id[..16].copy_from_slice(&hopgate_core::chain::random_nonce());
+                id[16..].copy_from_slice(&hopgate_core::chain::random_nonce());
+                id
+            }
+        };
+        let mut guard = lock(&self.inner);
+        let budget = guard.take().ok_or_else(|| gone("Budget (it delegated; use the handle delegate returned)"))?;
+        match budget.delegate(id, cap) {
+            Ok((parent, child)) => {
+                Ok((PyBudget { inner: Mutex::new(Some(parent)) }, PyBudget { inner: Mutex::new(Some(child)) }))
+            }
+            Err((budget, e)) => {
+                *guard = Some(budget);
+                Err(to_py(e))
+            }
+        }
+    }
+
+    fn __copy__(&self) -> PyResult<()> {
+        Err(no_copy("Budget"))
+    }
+
+    fn __deepcopy__(&self, _memo: &Bound<'_, PyAny>) -> PyResult<()> {
+        Err(no_copy("Budget"))
+    }
+
+    fn __reduce__(&self) -> PyResult<()> {
+        Err(no_copy("Budget"))
+    }
+
+    fn __repr__(&self) -> String {
+        match lock(&self.inner).as_ref() {
+            Some(b) => format!("Budget(links={}, remaining={})", b.path().len(), b.remaining()),
+            None => "Budget(consumed)".into(),
+        }
+    }
+}
+
+/// An amount held on every account of a path: `commit(actual)` or `release()` it,
+/// exactly once. Left unsettled (garbage-collected, or at the end of its `with`
+/// block) it is forfeited: the amount counts as spent.
+#[pyclass(name = "Reservation", module = "hopgate", frozen)]
+pub struct PyReservation {
+    inner: Mutex<Option<ledger::Reservation>>,
+    amount: u64,
+}
+
+impl PyReservation {
+    pub(crate) fn new(r: ledger::Reservation) -> Self {
+        let amount = r.amount();
+        PyReservation { inner: Mutex::new(Some(r)), amount }
+    }
+
+    fn take(&self) -> PyResult<ledger::Reservation> {
+        lock(&self.inner).take().ok_or_else(|| gone("Reservation (committed, released or forfeited)"))
+    }
+}
+
+#[pymethods]
+impl PyReservation {
+    /// The amount held.
+    #[getter]
+    fn amount(&self) -> u64 {
+        self.amount
+    }
+
+    /// True once committed, released or forfeited.
+    #[getter]
+    fn settled(&self) -> bool {
+        lock(&self.inner).is_none()
+    }
+
+    /// Spends `actual` (default: the amount held) and releases the rest. Spending
+    /// more than was held charges it all, records an overrun, then raises
+    /// `OverrunError`.
+    #[pyo3(signature = (actual = None))]
+    fn commit(&self, actual: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+        let actual: Option<u64> =
+            actual.map(|a| a.extract()).transpose().map_err(|_| input("actual: expected an integer in 0..=2**64-1"))?;
+        let r = self.take()?;
+        let actual = actual.unwrap_or(self.amount);
+        r.commit(actual).map_err(|o| OverrunError::new_err((o.to_string(), o.reserved, o.actual)))
+    }
+
+    /// Releases the whole amount: the statement that nothing was spent.
+    fn release(&self) -> PyResult<()> {
+        self.take()?.release();
+        Ok(())
+    }
+
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    /// Leaving the block unsettled forfeits the amount (counted as spent).
+    fn __exit__(
+        &self,
+        _exc_type: &Bound<'_, PyAny>,
+        _exc: &Bound<'_, PyAny>,
+        _tb: &Bound<'_, PyAny>,
+    ) -> bool {
+        drop(lock(&self.inner).take());
+        false
+    }
+
+    fn __copy__(&self) -> PyResult<()> {
+        Err(no_copy("Reservation"))
+    }
+
+    fn __deepcopy__(&self, _memo: &Bound<'_, PyAny>) -> PyResult<()> {
+        Err(no_copy("Reservation"))
+    }
+
+    fn __reduce__(&self) -> PyResult<()> {
+        Err(no_copy("Reservation"))
+    }
+
+    fn __repr__(&self) -> String {
+        format!("Reservation(amount={}, settled={})", self.amount, if self.settled() { "True" } else { "False" })
+    }
+}
+
+impl Drop for PyReservation {
+    fn drop(&mut self) {
+        let unsettled = self.inner.get_mut().unwrap_or_else(PoisonError::into_inner).take();
+        if let Some(r) = unsettled {
+            // The core forfeits on drop; Python is told, as for an unclosed file.
+            drop(r);
+            Python::attach(|py| {
+                let category = py.get_type::<PyResourceWarning>();
+                let msg = c"a Reservation was collected without commit() or release(); its amount was forfeited (counted as spent)";
+                if let Err(e) = PyErr::warn(py, &category, msg, 1) {
+                    e.write_unraisable(py, None);
+                }
+            });
+        }
+    }
+}
+
+/// Builds the `(code, reservation)` pair of one outcome as Python objects.
+pub fn outcome_parts(py: Python<'_>, r: Option<ledger::Reservation>) -> PyResult<Option<Py<PyReservation>>> {
+    r.map(|r| Py::new(py, PyReservation::new(r))).transpose()
+}
+
