@@ -123,11 +123,120 @@ def bench_chains(quick: bool) -> list[dict[str, Any]]:
     ]
 
 
+def gate_workload(n: int, reps: int) -> tuple[list[bytes], list[list[bytes]], bytes]:
+    """`n` distinct 3-link chains and `reps` rounds of fresh invocations for each."""
+    issuer = hopgate.SigningKey.generate()
+    agents = [hopgate.SigningKey.generate() for _ in range(64)]
+    chains, holders = [], []
+    for i in range(n):
+        hops = [agents[(i + j) % 64] for j in range(3)]
+        c = hopgate.Chain.grant(issuer, hops[0].public_key, [("pay/*", "refund")], 10**12, "usd", NOW - 10, NOW + 3600, 3)
+        for j in range(1, 3):
+            c = c.delegate(hops[j - 1], hops[j].public_key)
+        chains.append(c)
+        holders.append(hops[2])
+    rounds = [[c.invoke(h, "refund", "pay/x", 1, timestamp=NOW) for c, h in zip(chains, holders)] for _ in range(reps)]
+    return [bytes(c) for c in chains], rounds, issuer.public_key
+
+
+def bench_gate(quick: bool) -> list[dict[str, Any]]:
+    n = 256 if quick else 1024
+    reps = 3 if quick else 6
+    chains, rounds, issuer = gate_workload(n, reps + 1)
+    sample = 64
+
+    def cold_native() -> Callable[[], None]:
+        it = iter(rounds)
+
+        def once() -> None:
+            codes, reservations = hopgate.Gate([issuer]).check_batch(chains, next(it), now=NOW)
+            assert not codes.any()
+            for r in reservations:
+                r.commit()  # type: ignore[union-attr]
+
+        return once
+
+    t_cold = best(cold_native(), reps) / n
+
+    def cold_reference() -> None:
+        g = ref.Gate([issuer])
+        codes, reservations = g.check_batch(chains[:sample], rounds[0][:sample], now=NOW)
+        assert not codes.any()
+        for r in reservations:
+            r.commit()  # type: ignore[union-attr]
+
+    t_ref = best(cold_reference, 2) / sample
+
+    tokens, root = biscuit_tokens(min(n, 256))
+    from biscuit_auth import AuthorizerBuilder
+
+    def biscuit() -> None:
+        for t in tokens:
+            AuthorizerBuilder("allow if user($u);").build(Biscuit.from_bytes(t, root)).authorize()
+
+    t_bis = best(biscuit, 3) / len(tokens)
+
+    warm = hopgate.Gate([issuer])
+    warm.check_batch(chains, rounds[0], now=NOW)
+    it = iter(rounds[1:])
+
+    def warm_round() -> None:
+        codes, reservations = warm.check_batch(chains, next(it), now=NOW)
+        assert not codes.any()
+        for r in reservations:
+            r.commit()  # type: ignore[union-attr]
+
+    t_warm = best(warm_round, reps) / n
+
+    msgs, sigs, pks = signatures(256, shared=False)
+    t_nacl = best(lambda: [nacl.signing.VerifyKey(k).verify(m, s) for m, s, k in zip(msgs, sigs, pks)], 3) / 256
+    return [
+        dict(bench="gate cold", case=f"{n} new 3-link chains + invocation", native_us=t_cold * 1e6,
+             peers_us={"reference gate": t_ref * 1e6, "biscuit parse+verify+authorize": t_bis * 1e6}),
+        dict(bench="gate warm", case=f"{n} cached chains, new invocations", native_us=t_warm * 1e6,
+             peers_us={"one PyNaCl verify": t_nacl * 1e6}),
+    ]
+
+
+def bench_ledger(quick: bool) -> list[dict[str, Any]]:
+    import threading
+
+    n = 20_000 if quick else 200_000
+    rows = []
+    for impl, name in ((hopgate, "native"), (ref, "reference")):
+        budget = impl.Ledger().budget([(bytes([i]) * 32, 10**15) for i in range(1, 4)])
+
+        def pairs(count: int, b: Any = budget) -> None:
+            for _ in range(count):
+                b.reserve(1).commit()
+
+        m = n if name == "native" else n // 10
+        one = best(lambda: pairs(m), 2) / m
+        threads = 4
+
+        def contended() -> None:
+            ts = [threading.Thread(target=pairs, args=(m // threads,)) for _ in range(threads)]
+            for t in ts:
+                t.start()
+            for t in ts:
+                t.join()
+
+        many = best(contended, 2) / m
+        rows.append((name, one, many))
+    (_, n1, n4), (_, r1, r4) = rows
+    return [
+        dict(bench="ledger", case="reserve+commit, 3-link path, 1 thread", native_us=n1 * 1e6,
+             peers_us={"reference": r1 * 1e6}),
+        dict(bench="ledger", case="reserve+commit, 4 threads, one path", native_us=n4 * 1e6,
+             peers_us={"reference": r4 * 1e6}),
+    ]
+
+
 def table(rows: list[dict[str, Any]]) -> str:
-    lines = [f"{'bench':<14} {'case':<36} {'hopgate µs/item':>16}  peers (µs/item, hopgate speed-up)"]
+    lines = [f"{'bench':<14} {'case':<40} {'hopgate µs/item':>16}  peers (µs/item, hopgate speed-up)"]
     for r in rows:
-        peers = "  ".join(f"{k}: {v:,.1f} ({v / r['native_us']:.1f}x)" for k, v in r["peers_us"].items())
-        lines.append(f"{r['bench']:<14} {r['case']:<36} {r['native_us']:>16,.2f}  {peers}")
+        peers = "  ".join(f"{k}: {v:,.2f} ({v / r['native_us']:.1f}x)" for k, v in r["peers_us"].items())
+        lines.append(f"{r['bench']:<14} {r['case']:<40} {r['native_us']:>16,.2f}  {peers}")
     return "\n".join(lines)
 
 
@@ -157,7 +266,7 @@ def main() -> None:
     ap.add_argument("--png", help="also draw a chart here (needs matplotlib)")
     args = ap.parse_args()
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, hopgate {hopgate.BACKEND}")
-    rows = bench_verify(args.quick) + bench_chains(args.quick)
+    rows = bench_verify(args.quick) + bench_chains(args.quick) + bench_gate(args.quick) + bench_ledger(args.quick)
     print(table(rows))
     if args.json:
         with open(args.json, "w") as f:

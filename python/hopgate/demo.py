@@ -14,7 +14,9 @@ Run it with ``python -m hopgate.demo`` (``make demo`` does). It
    directly, with the delegator's real key, since the builders refuse to make one);
 4. verifies all chains with the native ``hopgate.verify_chains`` and a random sample
    of them with the pure-Python ``hopgate.reference.verify_chains``;
-5. prints the workload, the decisions against the expected ones, and the throughput.
+5. prints the workload, the decisions against the expected ones, and the throughput;
+6. runs the gate scenario of ``hopgate.demo_gate``: agents spending concurrently
+   through delegated budgets, a replay, a stolen chain, a revoked agent.
 
 The exit status is 1 when any chain gets another decision than the expected one, or
 when the reference and the native module disagree on any sampled chain.
@@ -867,6 +869,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
               "to native", file=out)
     else:
         print("  reference: not run (--reference-sample 0)", file=out)
+
+    from .demo_gate import run as gate_scenario
+
+    gate_failures = gate_scenario(out)
+    for failure in gate_failures:
+        print(f"  FAILED: {failure}", file=out)
+    failures += len(gate_failures)
 
     print("\nresult: " + ("OK, every decision as expected" if not failures else "FAILED"),
           file=out)
