@@ -150,10 +150,6 @@ impl Ledger {
     /// changing nothing, unless every account has room.
     pub fn reserve(&self, path: &[(AccountId, u64)], amount: u64) -> Result<Reservation> {
         let mut accounts = lock(&self.inner.accounts);
-        self.reserve_locked(&mut accounts, path, amount)
-    }
-
-    fn reserve_locked(&self, accounts: &mut Accounts, path: &[(AccountId, u64)], amount: u64) -> Result<Reservation> {
         let fits = path.iter().all(|(id, cap)| {
             let acc = accounts.map.get(id).copied().unwrap_or(Account { cap: *cap, ..Account::default() });
             u128::from(acc.spent) + u128::from(acc.reserved) + u128::from(amount) <= u128::from(acc.cap)
