@@ -7,7 +7,7 @@ use std::sync::{Mutex, PoisonError, RwLock};
 use rayon::prelude::*;
 
 use crate::chain::{self, Policy};
-use crate::ledger::{AccountId, Ledger, Reservation};
+use crate::ledger::{self, Ledger, Reservation};
 use crate::sig::{self, Message, SigItem};
 use crate::wire::{Chain, Invocation, INVOKE_DOMAIN};
 use crate::{Code, Error, Result};
@@ -134,29 +134,31 @@ impl Gate {
     /// signature not covered by the cache (all links of uncached chains, every
     /// invocation) is checked in one batch.
     pub fn check_batch<'a>(&self, requests: &[(&'a [u8], &'a [u8])], now: u64) -> Vec<Outcome> {
-        let parse = |&(c, i): &(&'a [u8], &'a [u8])| -> Option<Parsed<'a>> {
-            let chain = Chain::parse(c).ok()?;
-            let inv = Invocation::parse(i).ok()?;
-            Some(Parsed { chain, inv, digest: *blake3::hash(c).as_bytes() })
+        // (a) parse, (b) trusted issuer: what fails here is decided already.
+        let parse = |&(c, i): &(&'a [u8], &'a [u8])| -> std::result::Result<Parsed<'a>, Code> {
+            let (Ok(chain), Ok(inv)) = (Chain::parse(c), Invocation::parse(i)) else { return Err(Code::Malformed) };
+            if !chain.first().issuer().is_some_and(|k| self.config.trusted.contains(k)) {
+                return Err(Code::UntrustedIssuer);
+            }
+            Ok(Parsed { chain, inv, digest: *blake3::hash(c).as_bytes() })
         };
-        let parsed: Vec<Option<Parsed<'a>>> = if requests.len() >= PARALLEL_REQUESTS {
+        let parsed: Vec<std::result::Result<Parsed<'a>, Code>> = if requests.len() >= PARALLEL_REQUESTS {
             requests.par_iter().map(parse).collect()
         } else {
             requests.iter().map(parse).collect()
         };
 
-        // (b) trusted issuer; the cache decides which chains need their links checked.
-        let trusted = |p: &Parsed<'_>| p.chain.first().issuer().is_some_and(|k| self.config.trusted.contains(k));
+        // The cache decides which chains need their links checked.
         let cached: Vec<bool> = {
             let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
-            parsed.iter().map(|p| p.as_ref().is_some_and(|p| trusted(p) && cache.hit(&p.digest))).collect()
+            parsed.iter().map(|p| p.as_ref().is_ok_and(|p| cache.hit(&p.digest))).collect()
         };
         // (c) one batch: links of uncached chains, then the invocation, per request.
         let mut items: Vec<SigItem<'_>> = Vec::new();
         let mut spans = Vec::with_capacity(parsed.len());
         for (p, &hit) in parsed.iter().zip(&cached) {
             let start = items.len();
-            if let Some(p) = p.as_ref().filter(|p| trusted(p)) {
+            if let Ok(p) = p {
                 if !hit {
                     chain::push_signatures(&p.chain, &mut items);
                 }
@@ -169,16 +171,15 @@ impl Gate {
 
         let revoked = self.revoked.read().unwrap_or_else(PoisonError::into_inner);
         let policy = Policy { trusted: &self.config.trusted, now, session: self.config.session.as_ref(), revoked: &revoked };
-        let mut out = Vec::with_capacity(parsed.len());
-        for ((p, &hit), span) in parsed.iter().zip(&cached).zip(spans) {
-            let outcome = match p {
-                None => Outcome { code: Code::Malformed, reservation: None },
-                Some(p) if !trusted(p) => Outcome { code: Code::UntrustedIssuer, reservation: None },
-                Some(p) => self.decide(p, hit, sig_ok[span].iter().all(|&v| v), &policy),
-            };
-            out.push(outcome);
-        }
-        out
+        parsed
+            .iter()
+            .zip(&cached)
+            .zip(spans)
+            .map(|((p, &hit), span)| match p {
+                Err(code) => Outcome { code: *code, reservation: None },
+                Ok(p) => self.decide(p, hit, sig_ok[span].iter().all(|&v| v), &policy),
+            })
+            .collect()
     }
 
     /// Steps (c)–(g) for one parsed request from a trusted issuer.
@@ -191,10 +192,14 @@ impl Gate {
         if (!cached && !chain::links_unbroken(&p.chain)) || p.inv.tail_sig != last.sig {
             return deny(Code::BrokenLink);
         }
-        if !cached && chain::fully_attenuated(&p.chain) {
+        // Attenuation is judged once: a chain that passes it whole is cached and not
+        // judged again below; one that fails is judged link by link, so that the
+        // failure is reported in its SPEC §4 place.
+        let attenuated = cached || chain::fully_attenuated(&p.chain);
+        if attenuated && !cached {
             self.cache.lock().unwrap_or_else(PoisonError::into_inner).insert(p.digest);
         }
-        let code = chain::link_rules(&p.chain, policy, cached);
+        let code = chain::link_rules(&p.chain, policy, attenuated);
         if code != Code::Ok {
             return deny(code);
         }
@@ -204,7 +209,7 @@ impl Gate {
         if p.inv.timestamp.abs_diff(policy.now) > self.config.skew {
             return deny(Code::StaleInvocation);
         }
-        let path: Vec<(AccountId, u64)> = p.chain.links.iter().map(|l| (l.revocation_id(), l.budget)).collect();
+        let path = ledger::chain_path(&p.chain);
         let expiry = p.inv.timestamp.saturating_add(self.config.replay_window);
         match self.ledger.admit(p.inv.nonce, policy.now, expiry, &path, p.inv.cost) {
             Ok(reservation) => Outcome { code: Code::Ok, reservation: Some(reservation) },

@@ -21,6 +21,12 @@ use crate::{Code, Error, Result};
 /// An account's key: the revocation id (BLAKE3 of the signature) of a link.
 pub type AccountId = [u8; 32];
 
+/// The accounts of a chain (SPEC §5): per link, its revocation id capped by its
+/// budget, root first.
+pub fn chain_path(chain: &crate::wire::Chain<'_>) -> Vec<(AccountId, u64)> {
+    chain.links.iter().map(|l| (l.revocation_id(), l.budget)).collect()
+}
+
 /// One account's state, in the chain's unit.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Account {

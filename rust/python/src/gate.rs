@@ -8,7 +8,7 @@ use pyo3::sync::PyOnceLock;
 use crate::batch::{self, array, key_set};
 use crate::chain::unix_now;
 use crate::errors::{input, to_py};
-use crate::ledger::{outcome_parts, PyLedger, PyReservation};
+use crate::ledger::{reservation_object, PyLedger, PyReservation};
 
 /// A gate: checks `(chain, invocation)` requests (SPEC §4 steps (a)–(g)), caches
 /// verified chains, refuses replays, and reserves each allowed request's cost on
@@ -92,7 +92,7 @@ impl PyGate {
         let now = now.unwrap_or_else(unix_now);
         let mut out = py.detach(|| self.gate.check_batch(&[(c, i)], now));
         let outcome = out.pop().ok_or_else(|| input("no outcome"))?;
-        decision(py, outcome.code as u8, outcome_parts(py, outcome.reservation)?)
+        decision(py, outcome.code as u8, reservation_object(py, outcome.reservation)?)
     }
 
     /// Decides many requests in order, with every uncached signature of the batch in
@@ -120,7 +120,7 @@ impl PyGate {
         let outcomes = py.detach(|| self.gate.check_batch(&requests, now));
         let codes: Vec<u8> = outcomes.iter().map(|o| o.code as u8).collect();
         let reservations =
-            outcomes.into_iter().map(|o| outcome_parts(py, o.reservation)).collect::<PyResult<Vec<_>>>()?;
+            outcomes.into_iter().map(|o| reservation_object(py, o.reservation)).collect::<PyResult<Vec<_>>>()?;
         Ok((PyArray1::from_vec(py, codes), reservations))
     }
 }

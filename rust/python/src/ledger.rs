@@ -9,8 +9,7 @@
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use hopgate_core::ledger::{self, AccountId, Ledger};
-use hopgate_core::wire;
+use hopgate_core::ledger::{self, Ledger};
 use pyo3::exceptions::{PyResourceWarning, PyTypeError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -35,11 +34,6 @@ pub fn account_tuple<'py>(py: Python<'py>, a: &ledger::Account) -> PyResult<Boun
     cls.call1((a.cap, a.spent, a.reserved, a.overrun))
 }
 
-/// The accounts of a chain: (revocation id, budget) per link, root first.
-pub fn chain_path(chain: &wire::Chain<'_>) -> Vec<(AccountId, u64)> {
-    chain.links.iter().map(|l| (l.revocation_id(), l.budget)).collect()
-}
-
 /// A budget ledger (SPEC §5). Gates given the same ledger share its accounts and its
 /// replay-nonce set.
 #[pyclass(name = "Ledger", module = "hopgate", frozen)]
@@ -60,7 +54,7 @@ impl PyLedger {
     fn budget(&self, path: &Bound<'_, PyAny>) -> PyResult<PyBudget> {
         let path = if let Ok(chain) = path.cast::<PyChain>() {
             let chain = chain.get();
-            chain_path(&chain.parsed())
+            ledger::chain_path(&chain.parsed())
         } else {
             let pairs = path.try_iter().map_err(|_| input("path: expected a Chain or a list of (account_id, cap)"))?;
             let mut out = Vec::new();
@@ -284,8 +278,8 @@ impl Drop for PyReservation {
     }
 }
 
-/// Builds the `(code, reservation)` pair of one outcome as Python objects.
-pub fn outcome_parts(py: Python<'_>, r: Option<ledger::Reservation>) -> PyResult<Option<Py<PyReservation>>> {
+/// The Python handle of an outcome's reservation, if it has one.
+pub fn reservation_object(py: Python<'_>, r: Option<ledger::Reservation>) -> PyResult<Option<Py<PyReservation>>> {
     r.map(|r| Py::new(py, PyReservation::new(r))).transpose()
 }
 
