@@ -16,6 +16,7 @@ __all__ = [
     "AffineError",
     "OverrunError",
     "BudgetExhaustedError",
+    "AuditError",
 ]
 
 
@@ -78,3 +79,18 @@ class BudgetExhaustedError(HopgateError):
     """Some account on the path has no room for the amount (decision code 17)."""
 
     code = Code.BUDGET_EXHAUSTED
+
+
+class AuditError(HopgateError):
+    """An audit log that does not verify where it must: a bad header, the wrong
+    key, or a damaged last record found when opening it (a torn tail is repaired,
+    not raised).
+
+    ``record`` is the first bad record (``None`` for the header) and ``offset`` the
+    byte offset of its frame.
+    """
+
+    def __init__(self, message: str, record: int | None = None, offset: int = 0) -> None:
+        super().__init__(message)
+        self.record = record
+        self.offset = offset

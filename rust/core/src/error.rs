@@ -112,13 +112,35 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// A file operation failed (the audit log).
+    #[error("{context}: {reason}")]
+    Io {
+        /// What was being done, and to which file.
+        context: String,
+        /// The operating system's error number, when there is one.
+        errno: Option<i32>,
+        /// The operating system's message.
+        reason: String,
+    },
+    /// An audit log that does not verify where it must (see [`crate::audit`]).
+    #[error("audit log damaged at {}, offset {offset}: {reason}", match record { Some(i) => format!("record {i}"), None => "the header".to_string() })]
+    Audit {
+        /// The first bad record, or `None` for the header.
+        record: Option<u64>,
+        /// Byte offset of that record's frame.
+        offset: u64,
+        /// What is wrong.
+        reason: String,
+    },
 }
 
 impl Error {
     /// The decision a verifier gives for this error.
     pub fn code(&self) -> Code {
         match self {
-            Error::Malformed { .. } | Error::Input { .. } => Code::Malformed,
+            Error::Malformed { .. } | Error::Input { .. } | Error::Io { .. } | Error::Audit { .. } => {
+                Code::Malformed
+            }
             Error::Refused { code, .. } => *code,
         }
     }

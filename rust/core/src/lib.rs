@@ -4,12 +4,14 @@
 //! - [`wire`]: the byte format of chains and invocations (SPEC §2), total parsing.
 //! - [`chain`]: building chains that attenuate, and verifying many chains at once (SPEC §1, §4).
 //! - [`hash`]: BLAKE3 and SHA-256 over many messages.
+//! - [`audit`]: the append-only, hash-chained, keyed audit log the gate writes.
 //! - [`Code`] and [`Error`]: decisions and the one error type.
 //!
 //! The Python bindings (`rust/python`) only convert types, release the GIL and map errors.
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod audit;
 pub mod chain;
 mod error;
 pub mod gate;

@@ -12,6 +12,7 @@ pyo3::import_exception!(hopgate.errors, InputError);
 pyo3::import_exception!(hopgate.errors, AffineError);
 pyo3::import_exception!(hopgate.errors, OverrunError);
 pyo3::import_exception!(hopgate.errors, BudgetExhaustedError);
+pyo3::import_exception!(hopgate.errors, AuditError);
 
 /// Converts a core error to its Python exception.
 pub fn to_py(e: Error) -> PyErr {
@@ -21,6 +22,9 @@ pub fn to_py(e: Error) -> PyErr {
         Error::Refused { code: Code::BudgetExhausted, .. } => BudgetExhaustedError::new_err(message),
         Error::Refused { code, .. } => DelegationError::new_err((message, code as u8)),
         Error::Input { .. } => InputError::new_err(message),
+        Error::Io { errno: Some(errno), .. } => pyo3::exceptions::PyOSError::new_err((errno, message)),
+        Error::Io { errno: None, .. } => pyo3::exceptions::PyOSError::new_err(message),
+        Error::Audit { record, offset, .. } => AuditError::new_err((message, record, offset)),
     }
 }
 
