@@ -25,11 +25,13 @@ class Decision:
 
     ``reservation`` is set only when ``code`` is ``Code.OK``: the cost is reserved on
     every account of the chain, and the caller must ``commit(actual)`` it once the
-    work is done or ``release()`` it if nothing was spent.
+    work is done or ``release()`` it if nothing was spent. ``receipt`` is the
+    ``Receipt`` of the decision's audit record when the gate has an audit log.
     """
 
     code: Code
     reservation: Optional[Any] = None
+    receipt: Optional[Any] = None
 
     @property
     def allowed(self) -> bool:

@@ -23,14 +23,16 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
-from typing import Optional
+from typing import Literal, Optional, Union, overload
 
 import numpy as np
 import numpy.typing as npt
 
+from .._audit import GateRecord
 from .._codes import Code
 from .._decision import Decision
 from ..errors import InputError, MalformedError
+from ._audit import AuditLog, Receipt
 from ._batch import as_bytes, batch_items, is_buffer
 from ._chain import (
     _key_set,
@@ -109,8 +111,11 @@ class Gate:
                 f"ledger: expected a hopgate.reference.Ledger, got {type(ledger).__name__}"
             )
         self._ledger = ledger
-        if audit is not None:
-            raise InputError("audit: an audit log is not available yet; pass audit=None")
+        if audit is not None and not isinstance(audit, AuditLog):
+            raise InputError(
+                f"audit: expected a hopgate.reference.AuditLog, got {type(audit).__name__}"
+            )
+        self._audit = audit
         self._cache_size = check_uint(cache_size, 64, "cache_size")
         self._cache: OrderedDict[bytes, None] = OrderedDict()
         # Guards the cache and revoke() (the ledger has its own lock; the two
@@ -137,20 +142,49 @@ class Gate:
 
     def check(self, chain: object, invocation: object, now: Optional[int] = None) -> Decision:
         """Decide one request; an allowed ``Decision`` carries the reservation."""
-        codes, reservations = self.check_batch([chain], [invocation], now)
-        return Decision(Code(int(codes[0])), reservations[0])
+        codes, reservations, receipts = self.check_batch([chain], [invocation], now, receipts=True)
+        return Decision(Code(int(codes[0])), reservations[0], receipts[0])
+
+    @overload
+    def check_batch(
+        self,
+        chains: Sequence[object],
+        invocations: Sequence[object],
+        now: Optional[int] = None,
+        *,
+        receipts: Literal[False] = False,
+    ) -> tuple[npt.NDArray[np.uint8], list[Optional[Reservation]]]: ...
+
+    @overload
+    def check_batch(
+        self,
+        chains: Sequence[object],
+        invocations: Sequence[object],
+        now: Optional[int] = None,
+        *,
+        receipts: Literal[True],
+    ) -> tuple[npt.NDArray[np.uint8], list[Optional[Reservation]], list[Optional[Receipt]]]: ...
 
     def check_batch(
         self,
         chains: Sequence[object],
         invocations: Sequence[object],
         now: Optional[int] = None,
-    ) -> tuple[npt.NDArray[np.uint8], list[Optional[Reservation]]]:
+        *,
+        receipts: bool = False,
+    ) -> Union[
+        tuple[npt.NDArray[np.uint8], list[Optional[Reservation]]],
+        tuple[npt.NDArray[np.uint8], list[Optional[Reservation]], list[Optional[Receipt]]],
+    ]:
         """Decide requests in list order: one ``Code`` per request (a ``uint8``
-        array) and, for each allowed one, its ``Reservation`` (else None).
+        array) and, for each allowed one, its ``Reservation`` (else None). With
+        ``receipts=True`` a third list holds each request's audit ``Receipt``
+        (None without an audit log).
 
         ``now`` defaults to the current unix time. Arguments of the wrong shape
-        raise ``InputError`` before any request is decided.
+        raise ``InputError`` before any request is decided. If the audit log
+        cannot be written, every reservation of the batch is released and the
+        error raised: nothing is allowed without its record.
         """
         chain_items = _chain_items(chains)
         invocation_items = batch_items(invocations, None, "invocations")
@@ -166,6 +200,21 @@ class Gate:
             code, reservation = self._decide(raw_chain, raw_invocation, when)
             codes[i] = code
             reservations.append(reservation)
+        audit_receipts: list[Optional[Receipt]] = [None] * len(chain_items)
+        if self._audit is not None:
+            records = [
+                GateRecord(Code(int(code)), when, blake3_digest(c), blake3_digest(i)).to_bytes()
+                for code, c, i in zip(codes, chain_items, invocation_items)
+            ]
+            try:
+                audit_receipts = list(self._audit.append_many(records))
+            except BaseException:
+                for r in reservations:
+                    if r is not None:
+                        r.release()
+                raise
+        if receipts:
+            return codes, reservations, audit_receipts
         return codes, reservations
 
     # -- one request, SPEC §4 order ---------------------------------------

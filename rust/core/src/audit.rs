@@ -92,6 +92,23 @@ pub fn tag(key: &[u8; 32], index: u64, chain: &[u8; 32]) -> [u8; 32] {
     *blake3::keyed_hash(key, &receipt_message(index, chain)).as_bytes()
 }
 
+/// Bytes in a gate's record ([`gate_record`]).
+pub const GATE_RECORD_LEN: usize = 2 + 8 + 32 + 32;
+/// First byte of a gate's record (the record kind and its version).
+pub const GATE_RECORD_KIND: u8 = 0x47; // 'G'
+
+/// The record a gate appends for one decision:
+/// `'G' | code u8 | now u64 LE | BLAKE3(chain bytes) | BLAKE3(invocation bytes)`.
+pub fn gate_record(now: u64, code: crate::Code, chain_digest: &[u8; 32], invocation_digest: &[u8; 32]) -> [u8; GATE_RECORD_LEN] {
+    let mut r = [0u8; GATE_RECORD_LEN];
+    r[0] = GATE_RECORD_KIND;
+    r[1] = code as u8;
+    r[2..10].copy_from_slice(&now.to_le_bytes());
+    r[10..42].copy_from_slice(chain_digest);
+    r[42..].copy_from_slice(invocation_digest);
+    r
+}
+
 /// What an append hands back: the record's position, its chain value and its tag.
 /// Whoever holds the key can check it later ([`Receipt::is_authentic`]) and find
 /// the same chain value in the log ([`AuditLog::verify_receipt`]).
@@ -386,8 +403,20 @@ fn zero_tail_start(file: &mut File, len: u64) -> io::Result<u64> {
 /// file is only read, never locked or changed. `progress(bytes_done, bytes_total)`
 /// is called after every segment; returning `false` stops with an error.
 pub fn verify_file(path: &Path, key: &[u8; 32], progress: &mut dyn FnMut(u64, u64) -> bool) -> Result<Report> {
+    verify_file_upto(path, key, None, progress)
+}
+
+/// [`verify_file`] over the first `upto` bytes of the file (all of it for `None`):
+/// a writer's records up to a known end, while it goes on appending.
+pub fn verify_file_upto(
+    path: &Path,
+    key: &[u8; 32],
+    upto: Option<u64>,
+    progress: &mut dyn FnMut(u64, u64) -> bool,
+) -> Result<Report> {
     let mut file = File::open(path).map_err(|e| io_error("cannot open", path, e))?;
     let len = file.metadata().map_err(|e| io_error("cannot stat", path, e))?.len();
+    let len = upto.map_or(len, |u| u.min(len));
     let mut head = [0u8; HEADER_LEN];
     let got = read_up_to(&mut file, &mut head).map_err(|e| io_error("cannot read", path, e))?;
     let header_problem = |reason: &str| Report {
@@ -481,6 +510,7 @@ pub struct AuditLog {
     recovered: u64,
     last_sync: Instant,
     unsynced: bool,
+    closed: bool,
 }
 
 impl AuditLog {
@@ -524,6 +554,7 @@ impl AuditLog {
             recovered: 0,
             last_sync: Instant::now(),
             unsynced: false,
+            closed: false,
         };
         let mut found = [0u8; HEADER_LEN];
         log.file.seek(SeekFrom::Start(0)).map_err(|e| log.io("cannot read", e))?;
@@ -662,6 +693,7 @@ impl AuditLog {
     /// are hashed as batches; only the chain is sequential. If the write fails,
     /// the file is cut back to where it was and nothing is appended.
     pub fn append_many(&mut self, bodies: &[&[u8]]) -> Result<Vec<Receipt>> {
+        self.check_open()?;
         if let Some(i) = bodies.iter().position(|b| b.len() > MAX_RECORD) {
             return Err(Error::input("record", format!("record {i} is longer than {MAX_RECORD} bytes")));
         }
@@ -720,8 +752,34 @@ impl AuditLog {
         Ok(receipts)
     }
 
+    fn check_open(&self) -> Result<()> {
+        if self.closed {
+            return Err(Error::input("audit log", format!("{} is closed", self.path.display())));
+        }
+        Ok(())
+    }
+
+    /// Syncs what is unsynced (unless the policy is [`Fsync::Never`]) and lets go of
+    /// the file's lock; later appends are errors. Closing twice is harmless.
+    pub fn close(&mut self) -> Result<()> {
+        if self.closed {
+            return Ok(());
+        }
+        if self.fsync != Fsync::Never {
+            self.sync()?;
+        }
+        self.closed = true;
+        self.file.unlock().map_err(|e| self.io("cannot unlock", e))
+    }
+
+    /// True once [`AuditLog::close`] has run.
+    pub fn is_closed(&self) -> bool {
+        self.closed
+    }
+
     /// Forces appended records to the disk now.
     pub fn sync(&mut self) -> Result<()> {
+        self.check_open()?;
         if self.unsynced {
             self.file.sync_data().map_err(|e| self.io("cannot sync", e))?;
             self.unsynced = false;
@@ -762,6 +820,7 @@ impl AuditLog {
 
     /// Reads the bodies of records `start..start + count` (clamped to the log).
     pub fn read(&mut self, start: u64, count: u64) -> Result<Vec<Vec<u8>>> {
+        self.check_open()?;
         let stop = start.saturating_add(count).min(self.records);
         let mut out = Vec::new();
         if start >= stop {
@@ -805,6 +864,7 @@ impl AuditLog {
     /// True iff `receipt` was made with this log's key and the log still holds
     /// the receipt's chain value at the receipt's index.
     pub fn verify_receipt(&mut self, receipt: &Receipt) -> Result<bool> {
+        self.check_open()?;
         if !receipt.is_authentic(&self.key) || receipt.index >= self.records {
             return Ok(false);
         }
@@ -815,13 +875,19 @@ impl AuditLog {
 
     /// Verifies the whole log (see [`verify_file`]).
     pub fn verify(&mut self, progress: &mut dyn FnMut(u64, u64) -> bool) -> Result<Report> {
-        verify_file(&self.path, &self.key, progress)
+        verify_file_upto(&self.path, &self.key, Some(self.end), progress)
+    }
+
+    /// Byte offset of the end of the last record: what [`verify_file_upto`] should
+    /// check while this writer goes on appending.
+    pub fn end(&self) -> u64 {
+        self.end
     }
 }
 
 impl Drop for AuditLog {
     fn drop(&mut self) {
-        if self.unsynced && self.fsync != Fsync::Never {
+        if self.unsynced && !self.closed && self.fsync != Fsync::Never {
             let _ = self.file.sync_data();
         }
     }

@@ -2,10 +2,11 @@
 //! verified-chain cache, replay protection and reservations on the ledger.
 
 use std::collections::HashSet;
-use std::sync::{Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use rayon::prelude::*;
 
+use crate::audit::{self, AuditLog, Receipt};
 use crate::chain::{self, Policy};
 use crate::ledger::{self, Ledger, Reservation};
 use crate::sig::{self, Message, SigItem};
@@ -38,6 +39,8 @@ pub struct Outcome {
     pub code: Code,
     /// The cost, reserved on every account of the chain.
     pub reservation: Option<Reservation>,
+    /// The receipt of the decision's audit record, when the gate has an audit log.
+    pub receipt: Option<Receipt>,
 }
 
 /// Chain digests whose signatures, links and attenuation are verified: two
@@ -88,6 +91,7 @@ pub struct Gate {
     revoked: RwLock<HashSet<[u8; 32]>>,
     ledger: Ledger,
     cache: Mutex<VerifiedCache>,
+    audit: Option<Arc<Mutex<AuditLog>>>,
 }
 
 /// One request after parsing.
@@ -107,7 +111,19 @@ impl Gate {
             ));
         }
         let cache = Mutex::new(VerifiedCache::new(config.cache_size));
-        Ok(Gate { config, revoked: RwLock::new(revoked), ledger, cache })
+        Ok(Gate { config, revoked: RwLock::new(revoked), ledger, cache, audit: None })
+    }
+
+    /// This gate, appending one record per decision to `log` (shared with whoever
+    /// else holds it).
+    pub fn with_audit(mut self, log: Arc<Mutex<AuditLog>>) -> Self {
+        self.audit = Some(log);
+        self
+    }
+
+    /// The audit log, if any.
+    pub fn audit(&self) -> Option<&Arc<Mutex<AuditLog>>> {
+        self.audit.as_ref()
     }
 
     /// The ledger budgets are reserved on.
@@ -133,7 +149,13 @@ impl Gate {
     /// Decides a batch of `(chain, invocation)` requests at `now`, in order. Every
     /// signature not covered by the cache (all links of uncached chains, every
     /// invocation) is checked in one batch.
-    pub fn check_batch<'a>(&self, requests: &[(&'a [u8], &'a [u8])], now: u64) -> Vec<Outcome> {
+    ///
+    /// With an audit log, the batch's records are appended in one write after the
+    /// decisions and each outcome carries its receipt. If that append fails, every
+    /// reservation of the batch is released and the error returned: no request is
+    /// allowed without its record. (Nonces of allowed requests stay consumed, so a
+    /// retry needs a new invocation; refusing is the safe side.)
+    pub fn check_batch<'a>(&self, requests: &[(&'a [u8], &'a [u8])], now: u64) -> Result<Vec<Outcome>> {
         // (a) parse, (b) trusted issuer: what fails here is decided already.
         let parse = |&(c, i): &(&'a [u8], &'a [u8])| -> std::result::Result<Parsed<'a>, Code> {
             let (Ok(chain), Ok(inv)) = (Chain::parse(c), Invocation::parse(i)) else { return Err(Code::Malformed) };
@@ -171,20 +193,53 @@ impl Gate {
 
         let revoked = self.revoked.read().unwrap_or_else(PoisonError::into_inner);
         let policy = Policy { trusted: &self.config.trusted, now, session: self.config.session.as_ref(), revoked: &revoked };
-        parsed
+        let mut outcomes: Vec<Outcome> = parsed
             .iter()
             .zip(&cached)
             .zip(spans)
             .map(|((p, &hit), span)| match p {
-                Err(code) => Outcome { code: *code, reservation: None },
+                Err(code) => Outcome { code: *code, reservation: None, receipt: None },
                 Ok(p) => self.decide(p, hit, sig_ok[span].iter().all(|&v| v), &policy),
             })
-            .collect()
+            .collect();
+        drop(revoked);
+        if let Some(log) = &self.audit {
+            let digests = |i: usize, p: &std::result::Result<Parsed<'_>, Code>| match p {
+                Ok(p) => p.digest,
+                Err(_) => *blake3::hash(requests[i].0).as_bytes(),
+            };
+            let invocations: Vec<&[u8]> = requests.iter().map(|r| r.1).collect();
+            let mut inv_digests = vec![[0u8; 32]; requests.len()];
+            crate::hash::blake3_many(&invocations, &mut inv_digests);
+            let records: Vec<[u8; audit::GATE_RECORD_LEN]> = parsed
+                .iter()
+                .enumerate()
+                .map(|(i, p)| audit::gate_record(now, outcomes[i].code, &digests(i, p), &inv_digests[i]))
+                .collect();
+            let refs: Vec<&[u8]> = records.iter().map(|r| &r[..]).collect();
+            let appended = log.lock().unwrap_or_else(PoisonError::into_inner).append_many(&refs);
+            match appended {
+                Ok(receipts) => {
+                    for (o, r) in outcomes.iter_mut().zip(receipts) {
+                        o.receipt = Some(r);
+                    }
+                }
+                Err(e) => {
+                    for o in outcomes {
+                        if let Some(r) = o.reservation {
+                            r.release();
+                        }
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Ok(outcomes)
     }
 
     /// Steps (c)–(g) for one parsed request from a trusted issuer.
     fn decide(&self, p: &Parsed<'_>, cached: bool, signatures_ok: bool, policy: &Policy<'_>) -> Outcome {
-        let deny = |code| Outcome { code, reservation: None };
+        let deny = |code| Outcome { code, reservation: None, receipt: None };
         if !signatures_ok {
             return deny(Code::BadSignature);
         }
@@ -212,7 +267,7 @@ impl Gate {
         let path = ledger::chain_path(&p.chain);
         let expiry = p.inv.timestamp.saturating_add(self.config.replay_window);
         match self.ledger.admit(p.inv.nonce, policy.now, expiry, &path, p.inv.cost) {
-            Ok(reservation) => Outcome { code: Code::Ok, reservation: Some(reservation) },
+            Ok(reservation) => Outcome { code: Code::Ok, reservation: Some(reservation), receipt: None },
             Err(code) => deny(code),
         }
     }

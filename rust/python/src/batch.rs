@@ -85,7 +85,8 @@ pub fn source<'py>(obj: &Bound<'py, PyAny>, what: &dyn Fn() -> String) -> PyResu
     }
 }
 
-fn type_name(obj: &Bound<'_, PyAny>) -> String {
+/// The Python type name of `obj`, for error messages.
+pub fn type_name(obj: &Bound<'_, PyAny>) -> String {
     obj.get_type().name().map(|n| n.to_string()).unwrap_or_else(|_| "?".into())
 }
 

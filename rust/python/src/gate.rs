@@ -4,7 +4,9 @@ use hopgate_core::gate::{Gate, GateConfig};
 use numpy::PyArray1;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
+use pyo3::types::PyTuple;
 
+use crate::audit::{PyAuditLog, PyReceipt};
 use crate::batch::{self, array, key_set};
 use crate::chain::unix_now;
 use crate::errors::{input, to_py};
@@ -18,11 +20,16 @@ pub struct PyGate {
     gate: Gate,
 }
 
-fn decision<'py>(py: Python<'py>, code: u8, reservation: Option<Py<PyReservation>>) -> PyResult<Bound<'py, PyAny>> {
+fn decision<'py>(
+    py: Python<'py>,
+    code: u8,
+    reservation: Option<Py<PyReservation>>,
+    receipt: Option<PyReceipt>,
+) -> PyResult<Bound<'py, PyAny>> {
     static DECISION: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
     static CODE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
     let code = CODE.import(py, "hopgate._codes", "Code")?.call1((code,))?;
-    DECISION.import(py, "hopgate._decision", "Decision")?.call1((code, reservation))
+    DECISION.import(py, "hopgate._decision", "Decision")?.call1((code, reservation, receipt))
 }
 
 #[pymethods]
@@ -41,9 +48,21 @@ impl PyGate {
         audit: Option<&Bound<'_, PyAny>>,
         cache_size: i64,
     ) -> PyResult<Self> {
-        if audit.is_some_and(|a| !a.is_none()) {
-            return Err(input("audit: audit logs are not available in this version; pass None"));
-        }
+        let audit = match audit.filter(|a| !a.is_none()) {
+            None => None,
+            Some(a) => Some(
+                a.cast::<PyAuditLog>()
+                    .map_err(|_| {
+                        input(format!(
+                            "audit: expected a hopgate.AuditLog (the native one), got {}",
+                            batch::type_name(a)
+                        ))
+                    })?
+                    .get()
+                    .log
+                    .clone(),
+            ),
+        };
         let non_negative = |v: i64, name: &str| -> PyResult<u64> {
             u64::try_from(v).map_err(|_| input(format!("{name}: must not be negative, got {v}")))
         };
@@ -56,7 +75,11 @@ impl PyGate {
         };
         let revoked = revoked.map(|r| key_set::<32>(r, "revoked")).transpose()?.unwrap_or_default();
         let ledger = ledger.map_or_else(Default::default, |l| l.get().ledger.clone());
-        Ok(PyGate { gate: Gate::new(config, revoked, ledger).map_err(to_py)? })
+        let gate = Gate::new(config, revoked, ledger).map_err(to_py)?;
+        Ok(PyGate { gate: match audit {
+            Some(log) => gate.with_audit(log),
+            None => gate,
+        } })
     }
 
     /// Revokes a link, by revocation id, for every later request.
@@ -90,22 +113,26 @@ impl PyGate {
         let i = batch::source(invocation, &|| "invocation".into())?;
         let (c, i) = (c.as_slice(), i.as_slice());
         let now = now.unwrap_or_else(unix_now);
-        let mut out = py.detach(|| self.gate.check_batch(&[(c, i)], now));
+        let mut out = py.detach(|| self.gate.check_batch(&[(c, i)], now)).map_err(to_py)?;
         let outcome = out.pop().ok_or_else(|| input("no outcome"))?;
-        decision(py, outcome.code as u8, reservation_object(py, outcome.reservation)?)
+        let receipt = outcome.receipt.map(|receipt| PyReceipt { receipt });
+        decision(py, outcome.code as u8, reservation_object(py, outcome.reservation)?, receipt)
     }
 
     /// Decides many requests in order, with every uncached signature of the batch in
     /// one batched verification; returns `(codes, reservations)`: a numpy uint8
     /// array and a list holding a `Reservation` for each allowed request, else None.
-    #[pyo3(signature = (chains, invocations, now = None))]
+    /// With `receipts=True`, returns `(codes, reservations, receipts)`, a `Receipt`
+    /// per request when the gate has an audit log (else None).
+    #[pyo3(signature = (chains, invocations, now = None, *, receipts = false))]
     fn check_batch<'py>(
         &self,
         py: Python<'py>,
         chains: &Bound<'py, PyAny>,
         invocations: &Bound<'py, PyAny>,
         now: Option<u64>,
-    ) -> PyResult<(Bound<'py, PyArray1<u8>>, Vec<Option<Py<PyReservation>>>)> {
+        receipts: bool,
+    ) -> PyResult<Bound<'py, PyTuple>> {
         let chains = batch::variable(chains, None, "chains")?;
         let invocations = batch::variable(invocations, None, "invocations")?;
         if chains.len() != invocations.len() {
@@ -117,10 +144,17 @@ impl PyGate {
         }
         let requests: Vec<(&[u8], &[u8])> = chains.slices().into_iter().zip(invocations.slices()).collect();
         let now = now.unwrap_or_else(unix_now);
-        let outcomes = py.detach(|| self.gate.check_batch(&requests, now));
+        let outcomes = py.detach(|| self.gate.check_batch(&requests, now)).map_err(to_py)?;
         let codes: Vec<u8> = outcomes.iter().map(|o| o.code as u8).collect();
+        let receipt_list: Vec<Option<PyReceipt>> =
+            outcomes.iter().map(|o| o.receipt.map(|receipt| PyReceipt { receipt })).collect();
         let reservations =
             outcomes.into_iter().map(|o| reservation_object(py, o.reservation)).collect::<PyResult<Vec<_>>>()?;
-        Ok((PyArray1::from_vec(py, codes), reservations))
+        let codes = PyArray1::from_vec(py, codes);
+        if receipts {
+            (codes, reservations, receipt_list).into_pyobject(py)
+        } else {
+            (codes, reservations).into_pyobject(py)
+        }
     }
 }
