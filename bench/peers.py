@@ -3,13 +3,15 @@
     python bench/peers.py [--quick] [--json OUT.json] [--png OUT.png]
 
 Each figure is the best of several repetitions (time.perf_counter), reported as
-microseconds per item and as a speed-up over the peer it is compared with. Run on
-an idle machine; `make bench` calls this, then the pytest-benchmark suite.
+microseconds per item (hashing: nanoseconds per message, or GB/s for one large
+buffer) and as a speed-up over the peer it is compared with. Run on an idle
+machine; `make bench` calls this, then the pytest-benchmark suite.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -18,6 +20,7 @@ from typing import Any, Callable
 
 import blake3
 import nacl.signing
+import numpy as np
 from biscuit_auth import Biscuit, BiscuitBuilder, BlockBuilder, KeyPair
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -232,11 +235,102 @@ def bench_ledger(quick: bool) -> list[dict[str, Any]]:
     ]
 
 
+MAC_KEY = bytes(range(32))
+
+
+def hash_messages(n: int, size: int) -> tuple[list[bytes], Any, Any]:
+    """`n` random `size`-byte messages: as a list of bytes, and as one read-only numpy
+    buffer (borrowed by hopgate, not copied) plus int64 Arrow offsets."""
+    raw = np.random.default_rng(size).bytes(n * size)
+    msgs = [raw[i : i + size] for i in range(0, n * size, size)]
+    buf = np.frombuffer(raw, dtype=np.uint8)
+    offsets = np.arange(n + 1, dtype=np.int64) * size
+    return msgs, buf, offsets
+
+
+def bench_hashing(quick: bool) -> list[dict[str, Any]]:
+    """Batch hashing of many small messages, and BLAKE3 of one large buffer."""
+    rows: list[dict[str, Any]] = []
+    n = 100_000 if quick else 1_000_000
+    reps = 2 if quick else 3
+    sample = 20_000  # the reference is measured on a sample, per message
+    label = f"{n // 1000}k" if n < 1_000_000 else f"{n // 1_000_000}M"
+    for size in (256, 64):
+        msgs, buf, offsets = hash_messages(n, size)
+        # The peers: what a Python developer writes without hopgate, one call per message.
+        loops = {
+            "hashlib.sha256 loop": best(lambda: [hashlib.sha256(m).digest() for m in msgs], reps) / n,
+            "hashlib.blake2b loop": best(lambda: [hashlib.blake2b(m, digest_size=32).digest() for m in msgs], reps) / n,
+            "blake3-py loop": best(lambda: [blake3.blake3(m).digest() for m in msgs], reps) / n,
+        }
+        keyed_loop = best(lambda: [blake3.blake3(m, key=MAC_KEY).digest() for m in msgs], reps) / n
+        functions: list[tuple[str, Callable[..., Any], Callable[..., Any], tuple[bytes, ...]]] = [
+            ("blake3_many", hopgate.blake3_many, ref.blake3_many, ()),
+            ("sha256_many", hopgate.sha256_many, ref.sha256_many, ()),
+            ("mac_many", hopgate.mac_many, ref.mac_many, (MAC_KEY,)),
+        ]
+        for name, native, reference, args in functions:
+            # Same digests in both forms, and equal to the peers' on a sample.
+            out = native(*args, buf, offsets)
+            assert (out == native(*args, msgs)).all()
+            assert (out[:64] == reference(*args, msgs[:64])).all()
+        for name, native, reference, args in functions:
+            t_ref = best(lambda: reference(*args, msgs[:sample]), 2) / sample
+            peers = dict(loops)
+            if name == "mac_many":
+                peers = {"blake3-py keyed loop": keyed_loop, **peers}
+            for form, call_args in (("buffer+offsets", (*args, buf, offsets)), ("list of bytes", (*args, msgs))):
+                t = best(lambda: native(*call_args), reps) / n
+                rows.append(
+                    dict(
+                        bench=name,
+                        case=f"{label} x {size} B, {form}",
+                        unit="ns",
+                        native_us=t * 1e6,
+                        peers_us={**{k: v * 1e6 for k, v in peers.items()}, "reference": t_ref * 1e6},
+                    )
+                )
+        del msgs, buf, offsets
+
+    size = (32 if quick else 256) << 20
+    data = np.random.default_rng(1).bytes(size)  # `bytes`: borrowed by every contender
+    reps = 3 if quick else 5
+    want = blake3.blake3(data).digest()
+    assert hopgate.blake3(data) == hopgate.blake3(data, threads=1) == want
+    t_auto = best(lambda: blake3.blake3(data, max_threads=blake3.blake3.AUTO).digest(), reps)
+    t_one = best(lambda: blake3.blake3(data).digest(), reps)
+    t_sha = best(lambda: hashlib.sha256(data).digest(), 2)
+    for threads in (None, 1):
+        t = best(lambda: hopgate.blake3(data, threads=threads), reps)
+        rows.append(
+            dict(
+                bench="blake3",
+                case=f"one {size >> 20} MiB buffer, threads={threads}",
+                unit="GB/s",
+                bytes=size,
+                native_us=t * 1e6,
+                peers_us={"blake3-py AUTO threads": t_auto * 1e6, "blake3-py 1 thread": t_one * 1e6,
+                          "hashlib.sha256": t_sha * 1e6},
+            )
+        )
+    return rows
+
+
+def figure(r: dict[str, Any], us: float) -> str:
+    """One time in the row's unit: µs/item (the default), "ns" per item, or "GB/s" over `bytes`."""
+    unit = r.get("unit", "us")
+    if unit == "ns":
+        return f"{us * 1e3:,.1f} ns"
+    if unit == "GB/s":
+        return f"{r['bytes'] / (us * 1e-6) / 1e9:,.2f} GB/s"
+    return f"{us:,.2f}"
+
+
 def table(rows: list[dict[str, Any]]) -> str:
     lines = [f"{'bench':<14} {'case':<40} {'hopgate µs/item':>16}  peers (µs/item, hopgate speed-up)"]
     for r in rows:
-        peers = "  ".join(f"{k}: {v:,.2f} ({v / r['native_us']:.1f}x)" for k, v in r["peers_us"].items())
-        lines.append(f"{r['bench']:<14} {r['case']:<40} {r['native_us']:>16,.2f}  {peers}")
+        peers = "  ".join(f"{k}: {figure(r, v)} ({v / r['native_us']:.1f}x)" for k, v in r["peers_us"].items())
+        lines.append(f"{r['bench']:<14} {r['case']:<40} {figure(r, r['native_us']):>16}  {peers}")
     return "\n".join(lines)
 
 
@@ -259,14 +353,27 @@ def chart(rows: list[dict[str, Any]], path: str) -> None:
     fig.savefig(path, dpi=110)
 
 
+SECTIONS: dict[str, Callable[[bool], list[dict[str, Any]]]] = {
+    "verify": bench_verify,
+    "chains": bench_chains,
+    "gate": bench_gate,
+    "ledger": bench_ledger,
+    "hashing": bench_hashing,
+}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small sizes, few repetitions (a smoke run)")
     ap.add_argument("--json", help="also write the rows as JSON here")
     ap.add_argument("--png", help="also draw a chart here (needs matplotlib)")
+    ap.add_argument("--only", choices=sorted(SECTIONS), action="append", help="run only this section (repeatable)")
     args = ap.parse_args()
-    print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, hopgate {hopgate.BACKEND}")
-    rows = bench_verify(args.quick) + bench_chains(args.quick) + bench_gate(args.quick) + bench_ledger(args.quick)
+    print(
+        f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+        f"hopgate {hopgate.BACKEND}, hash backend {hopgate.hash_backend()}"
+    )
+    rows = [row for name, section in SECTIONS.items() if not args.only or name in args.only for row in section(args.quick)]
     print(table(rows))
     if args.json:
         with open(args.json, "w") as f:

@@ -7,10 +7,12 @@ pure-Python ``hopgate.reference``. ``hopgate.BACKEND`` says which one is in use.
 
 from __future__ import annotations
 
+from ._audit import AuditReport, GateRecord
 from ._codes import REASONS, Code
 from ._decision import Account, Decision
 from .errors import (
     AffineError,
+    AuditError,
     BudgetExhaustedError,
     DelegationError,
     HopgateError,
@@ -21,14 +23,20 @@ from .errors import (
 
 try:
     from ._native import (
+        AuditLog,
         Budget,
         Chain,
         Gate,
         Ledger,
         Link,
+        Receipt,
         Reservation,
         SigningKey,
+        audit_verify,
+        blake3,
         blake3_many,
+        hash_backend,
+        mac_many,
         sha256_many,
         verify,
         verify_batch,
@@ -38,14 +46,20 @@ try:
     BACKEND = "native"
 except ImportError:  # pragma: no cover - exercised only where no wheel exists
     from .reference import (  # type: ignore[assignment]
+        AuditLog,
         Budget,
         Chain,
         Gate,
         Ledger,
         Link,
+        Receipt,
         Reservation,
         SigningKey,
+        audit_verify,
+        blake3,
         blake3_many,
+        hash_backend,
+        mac_many,
         sha256_many,
         verify,
         verify_batch,
@@ -59,6 +73,9 @@ __all__ = [
     "REASONS",
     "Account",
     "AffineError",
+    "AuditError",
+    "AuditLog",
+    "AuditReport",
     "Budget",
     "BudgetExhaustedError",
     "Chain",
@@ -66,15 +83,21 @@ __all__ = [
     "Decision",
     "DelegationError",
     "Gate",
+    "GateRecord",
     "HopgateError",
     "InputError",
     "Ledger",
     "Link",
     "MalformedError",
     "OverrunError",
+    "Receipt",
     "Reservation",
     "SigningKey",
+    "audit_verify",
+    "blake3",
     "blake3_many",
+    "hash_backend",
+    "mac_many",
     "sha256_many",
     "verify",
     "verify_batch",

@@ -10,10 +10,12 @@ equation), ``verify`` adds the missing checks in Python; see ``_ed25519``.
 
 from __future__ import annotations
 
+from .._audit import AuditReport, GateRecord
 from .._codes import Code
 from .._decision import Account, Decision
 from ..errors import (
     AffineError,
+    AuditError,
     BudgetExhaustedError,
     DelegationError,
     HopgateError,
@@ -21,10 +23,11 @@ from ..errors import (
     MalformedError,
     OverrunError,
 )
+from ._audit import AuditLog, Receipt, audit_verify
 from ._chain import Chain, verify_chains
 from ._ed25519 import SigningKey, verify, verify_batch
 from ._gate import Gate
-from ._hash import blake3_many, sha256_many
+from ._hash import blake3, blake3_many, hash_backend, mac_many, sha256_many
 from ._ledger import Budget, Ledger, Reservation
 from ._wire import Invocation, Link, parse_invocation
 
@@ -44,8 +47,11 @@ __all__ = [
     "Link",
     "Invocation",
     "verify_chains",
+    "blake3",
     "blake3_many",
+    "mac_many",
     "sha256_many",
+    "hash_backend",
     "parse_invocation",
     "Ledger",
     "Budget",
@@ -53,4 +59,10 @@ __all__ = [
     "Gate",
     "Decision",
     "Account",
+    "AuditError",
+    "AuditLog",
+    "AuditReport",
+    "GateRecord",
+    "Receipt",
+    "audit_verify",
 ]

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import BinaryIO, Optional, Union
+from typing import BinaryIO, Literal, Optional, Union
 
 from blake3 import blake3
 
@@ -462,7 +462,7 @@ class AuditLog:
         exc_type: Optional[type[BaseException]],
         exc: Optional[BaseException],
         tb: Optional[TracebackType],
-    ) -> bool:
+    ) -> Literal[False]:
         self.close()
         return False
 

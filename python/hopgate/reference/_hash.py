@@ -1,30 +1,43 @@
-"""Batch hashing for the reference: BLAKE3 (blake3-py) and SHA-256 (hashlib).
+"""Hashing for the reference: BLAKE3 (blake3-py) and SHA-256 (hashlib).
 
-Both take a list of bytes-like objects, or one buffer plus Arrow-layout
-``offsets`` (see ``_batch``), and return an ``(n, 32)`` ``uint8`` array, one
-digest per row. A plain loop: the baseline the native batch hashers are
-measured against.
+The batch hashers (``blake3_many``, ``sha256_many``, ``mac_many``) take a list
+of bytes-like objects, or one buffer plus Arrow-layout ``offsets`` (see
+``_batch``), and return an ``(n, 32)`` ``uint8`` array, one digest per row. A
+plain loop: the baseline the native batch hashers are measured against.
+
+``blake3`` hashes one input, optionally on several threads (blake3-py's
+``max_threads``); ``hash_backend`` names the implementation, ``"reference"``.
+Arguments are checked as the native module checks them, with the same
+exception types: a key of the wrong length or a ``threads`` below 1 is an
+``InputError`` (a ``ValueError``), a ``threads`` that is not an integer a
+``TypeError``.
 """
 
 from __future__ import annotations
 
 import hashlib
+import operator
 from collections.abc import Callable
 
 import numpy as np
 import numpy.typing as npt
-from blake3 import blake3
+# blake3-py's hasher class; the name `blake3` is this module's function.
+from blake3 import blake3 as _Blake3
 
-from ._batch import batch_items
+from ..errors import InputError
+from ._batch import as_bytes, batch_items
 
-__all__ = ["blake3_digest", "blake3_many", "sha256_many"]
+__all__ = ["blake3", "blake3_digest", "blake3_many", "hash_backend", "mac_many", "sha256_many"]
 
 DIGEST_LEN = 32
+KEY_LEN = 32
+# The largest `threads` the native module can take (it reads it as an int64).
+_MAX_THREADS = 2**63 - 1
 
 
 def blake3_digest(data: bytes) -> bytes:
     """BLAKE3-256 of ``data`` (chain digests, revocation ids, payload digests)."""
-    return blake3(data).digest()
+    return _Blake3(data).digest()
 
 
 def _sha256_digest(data: bytes) -> bytes:
@@ -49,3 +62,46 @@ def blake3_many(data: object, offsets: object | None = None) -> npt.NDArray[np.u
 def sha256_many(data: object, offsets: object | None = None) -> npt.NDArray[np.uint8]:
     """SHA-256 of each item, as an ``(n, 32)`` ``uint8`` array."""
     return _many(_sha256_digest, data, offsets)
+
+
+def mac_many(key: object, data: object, offsets: object | None = None) -> npt.NDArray[np.uint8]:
+    """BLAKE3 keyed hash (a MAC) of each item under a 32-byte ``key``, as ``(n, 32)`` ``uint8``."""
+    key_bytes = as_bytes(key, "key")
+    if len(key_bytes) != KEY_LEN:
+        raise InputError(f"key: must be {KEY_LEN} bytes, got {len(key_bytes)}")
+    return _many(lambda item: _Blake3(item, key=key_bytes).digest(), data, offsets)
+
+
+def _threads(threads: object) -> int:
+    """blake3-py's ``max_threads`` for hopgate's ``threads`` (None, or an int >= 1)."""
+    if threads is None:
+        return _Blake3.AUTO
+    if isinstance(threads, bool):
+        # `True` is an int to Python, but `threads=True` is a mistake, not "1 thread".
+        raise TypeError("threads: expected None or an integer >= 1, got bool")
+    try:
+        n = operator.index(threads)  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError(
+            f"threads: expected None or an integer >= 1, got {type(threads).__name__}"
+        ) from None
+    if n < 1:
+        raise InputError(f"threads: must be at least 1, got {n}")
+    if n > _MAX_THREADS:
+        raise InputError(f"threads: {n} is out of range")
+    return n
+
+
+def blake3(data: object, threads: object = None) -> bytes:
+    """BLAKE3-256 of one bytes-like ``data`` (32 bytes).
+
+    ``threads``: ``None`` lets blake3-py decide (``blake3.AUTO``); an integer
+    ``n >= 1`` uses at most ``n`` threads.
+    """
+    max_threads = _threads(threads)
+    return _Blake3(as_bytes(data, "data"), max_threads=max_threads).digest()
+
+
+def hash_backend() -> str:
+    """The hashing implementation: always ``"reference"`` here."""
+    return "reference"

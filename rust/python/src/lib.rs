@@ -3,6 +3,7 @@
 //! These modules only convert Python objects to core types and back, release the GIL
 //! around core work, and map core errors (errors.rs). Every rule lives in the core.
 
+mod audit;
 mod batch;
 mod chain;
 mod errors;
@@ -22,12 +23,18 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<ledger::PyBudget>()?;
     m.add_class::<ledger::PyReservation>()?;
     m.add_class::<gate::PyGate>()?;
+    m.add_class::<audit::PyAuditLog>()?;
+    m.add_class::<audit::PyReceipt>()?;
+    m.add_function(wrap_pyfunction!(audit::audit_verify, m)?)?;
     m.add_function(wrap_pyfunction!(keys::verify, m)?)?;
     m.add_function(wrap_pyfunction!(keys::verify_batch, m)?)?;
     m.add_function(wrap_pyfunction!(chain::verify_chains, m)?)?;
     m.add_function(wrap_pyfunction!(chain::code_names, m)?)?;
     m.add_function(wrap_pyfunction!(hash::blake3_many, m)?)?;
     m.add_function(wrap_pyfunction!(hash::sha256_many, m)?)?;
+    m.add_function(wrap_pyfunction!(hash::mac_many, m)?)?;
+    m.add_function(wrap_pyfunction!(hash::blake3, m)?)?;
+    m.add_function(wrap_pyfunction!(hash::hash_backend, m)?)?;
     m.add("PARALLEL_THRESHOLD", hopgate_core::sig::PARALLEL_THRESHOLD)?;
     m.add("MAX_CHAIN_LEN", hopgate_core::wire::MAX_CHAIN_LEN)?;
     m.add("MAX_LINKS", hopgate_core::wire::MAX_LINKS)?;
