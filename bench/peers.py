@@ -316,6 +316,45 @@ def bench_hashing(quick: bool) -> list[dict[str, Any]]:
     return rows
 
 
+def bench_audit(quick: bool) -> list[dict[str, Any]]:
+    """Appending gate-sized records (74 B) to an audit log, and verifying the log."""
+    import shutil
+    import tempfile
+
+    n = 100_000 if quick else 1_000_000
+    sample = 20_000  # the reference is measured on a sample, per record
+    batch = 1000  # records per append call: a gate batch
+    rng = np.random.default_rng(7)
+    records = [b"G\x00" + rng.bytes(72) for _ in range(n)]
+    label = f"{n // 1000}k" if n < 1_000_000 else f"{n // 1_000_000}M"
+    tmp = tempfile.mkdtemp(prefix="hopgate-bench-")
+    try:
+        def write(impl: Any, path: str, count: int) -> float:
+            if os.path.exists(path):
+                os.remove(path)
+            t = time.perf_counter()
+            with impl.AuditLog(path, key=MAC_KEY, fsync=False) as log:
+                for i in range(0, count, batch):
+                    log.append_many(records[i : i + batch])
+            return (time.perf_counter() - t) / count
+
+        native_path, ref_path = os.path.join(tmp, "native.log"), os.path.join(tmp, "ref.log")
+        t_append = min(write(hopgate, native_path, n) for _ in range(2))
+        t_append_ref = write(ref, ref_path, sample)
+        report = hopgate.audit_verify(native_path, key=MAC_KEY)
+        assert report.ok and report.records == n
+        t_verify = best(lambda: hopgate.audit_verify(native_path, key=MAC_KEY), 3)
+        t_verify_ref = best(lambda: ref.audit_verify(ref_path, key=MAC_KEY), 2) / sample
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return [
+        dict(bench="audit append", case=f"{label} x 74 B records, {batch} per call", unit="ns",
+             native_us=t_append * 1e6, peers_us={"reference": t_append_ref * 1e6}),
+        dict(bench="audit verify", case=f"{label} records ({1 / (t_verify / n) / 1e6:.1f}M records/s)", unit="ns",
+             native_us=t_verify / n * 1e6, peers_us={"reference": t_verify_ref * 1e6}),
+    ]
+
+
 def figure(r: dict[str, Any], us: float) -> str:
     """One time in the row's unit: µs/item (the default), "ns" per item, or "GB/s" over `bytes`."""
     unit = r.get("unit", "us")
@@ -359,6 +398,7 @@ SECTIONS: dict[str, Callable[[bool], list[dict[str, Any]]]] = {
     "gate": bench_gate,
     "ledger": bench_ledger,
     "hashing": bench_hashing,
+    "audit": bench_audit,
 }
 
 
