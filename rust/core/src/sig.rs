@@ -301,7 +301,9 @@ pub fn verify_batch(items: &[SigItem<'_>]) -> Vec<bool> {
         keys.iter().map(|k| decode_point(k)).collect()
     };
 
-    let prep = |(index, (item, key)): (usize, (&SigItem<'_>, &Option<(&[u8; 32], u32)>))| {
+    // An item's position, the item, and its key's bytes and distinct-key id.
+    type Indexed<'i, 'k> = (usize, (&'i SigItem<'i>, &'k Option<(&'k [u8; 32], u32)>));
+    let prep = |(index, (item, key)): Indexed<'_, '_>| {
         let (a_bytes, id) = (*key)?;
         prepare(item, a_bytes, decoded[id as usize]?, id, index as u32)
     };
