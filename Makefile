@@ -41,7 +41,8 @@ demo: build
 	$(PY) -m hopgate.demo
 
 bench: build
-	$(PY) bench/peers.py
+	mkdir -p target/bench
+	$(PY) bench/peers.py --json target/bench/peers.json --png target/bench/peers.png
 	$(PY) -m pytest -q bench --benchmark-only --benchmark-columns=min,median,ops --benchmark-sort=name
 
 clean:
