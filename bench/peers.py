@@ -96,7 +96,7 @@ def make_chains(n: int, links: int = 3) -> tuple[list[bytes], bytes]:
     return out, issuer.public_key
 
 
-def biscuit_tokens(n: int) -> tuple[list[bytes], Any]:
+def biscuit_tokens(n: int) -> tuple[list[Any], Any]:
     root = KeyPair()
     out = []
     for i in range(n):

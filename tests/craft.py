@@ -108,5 +108,5 @@ def invocation(
     payload_digest: bytes = bytes(32),
 ) -> bytes:
     body = tail_sig + s(ability) + s(resource) + struct.pack("<QQ", cost, timestamp) + nonce + payload_digest
-    sig = holder.sign(INVOKE_DOMAIN + body)
+    sig: bytes = holder.sign(INVOKE_DOMAIN + body)
     return b"HGI1" + struct.pack("<I", len(body)) + body + sig

@@ -311,7 +311,8 @@ def test_grant_is_deterministic_across_implementations() -> None:
     def make(impl: ModuleType) -> bytes:
         k = impl_keys(impl)
         c = grant(impl, k, nonce=b"n" * 16).delegate(k[1], k[2].public_key, budget=5, nonce=b"m" * 16)
-        return bytes(c) + c.invoke(k[2], "read", "files/x", 3, nonce=b"i" * 16, timestamp=NOW, payload=b"body")
+        invocation: bytes = c.invoke(k[2], "read", "files/x", 3, nonce=b"i" * 16, timestamp=NOW, payload=b"body")
+        return bytes(c) + invocation
 
     assert make(hopgate) == make(hopgate.reference)
 
@@ -358,6 +359,7 @@ def test_delegate_refuses_seventeenth_link(impl: ModuleType) -> None:
 
 def test_builders_refuse_bad_arguments(impl: ModuleType) -> None:
     k = impl_keys(impl)
+    kw: dict[str, Any]
     for kw in ({"unit": ""}, {"caps": []}, {"caps": [("", "a")]}, {"not_before": NOW + 3600}, {"caps": [("a", "b")] * 65}):
         with pytest.raises(hopgate.HopgateError):
             grant(impl, k, **kw)
