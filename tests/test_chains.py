@@ -425,3 +425,33 @@ def test_chain_pickles_as_bytes(keys: list[Any]) -> None:
 
     c = hopgate.Chain.from_bytes(build(chain_of(keys[:3])).data)
     assert pickle.loads(pickle.dumps(c)) == c
+
+
+def test_parse_invocation_reads_every_field(impl: ModuleType) -> None:
+    k = impl_keys(impl)
+    c = grant(impl, k, nonce=b"n" * 16)
+    raw = c.invoke(k[1], "read", "files/x", 7, nonce=b"i" * 16, timestamp=NOW, payload=b"body")
+    inv = impl.parse_invocation(raw)
+    assert (inv.ability, inv.resource, inv.cost, inv.timestamp, inv.nonce) == ("read", "files/x", 7, NOW, b"i" * 16)
+    assert inv.tail_sig == c.tail_signature
+    assert inv.payload_digest == hopgate.blake3(b"body")
+    assert raw == b"HGI1" + struct.pack("<I", len(inv.body)) + inv.body + inv.signature
+    # The same offsets in both implementations; the signature field is named "sig"
+    # natively and "signature" in the reference.
+    short_sig = "sig" if impl is hopgate else "signature"
+    cases = ((raw[:-1], short_sig, len(raw) - 64), (raw + b"\0", "trailing", len(raw)), (b"HGC1" + raw[4:], "magic", 0))
+    for bad, field, offset in cases:
+        with pytest.raises(hopgate.MalformedError) as e:
+            impl.parse_invocation(bad)
+        assert (e.value.field, e.value.offset) == (field, offset)
+
+
+def test_text_form_round_trips_and_is_strict(impl: ModuleType) -> None:
+    for raw in (b"", b"\x00", b"\xff\xfe", bytes(range(256))):
+        text = impl.to_text(raw)
+        assert "=" not in text and impl.from_text(text) == raw
+        assert text == hopgate.to_text(raw)
+    assert impl.to_text(b"\xfb\xff") == "-_8"
+    for bad in ("AA==", "A", "AB", "-_9", "AA A", "AA+A", "AA/A"):  # padding, length, leftover bits, alphabet
+        with pytest.raises(hopgate.MalformedError):
+            impl.from_text(bad)

@@ -38,9 +38,9 @@ Body binding (``bind_body=True``, the default): the invocation's ``payload_diges
 whole body, compares, and replays it to the application. A mismatch is answered with
 401 ``BAD_SIGNATURE`` ("the request body does not match the invocation's
 payload_digest") *before* the gate runs, so a request with a swapped body consumes no
-nonce, reserves nothing and writes no audit record. The native API does not expose a
-parsed invocation, so the digest is read at its offset of docs/FORMAT.md §2.7; an
-invocation too short to hold one is left to the gate, which calls it ``MALFORMED``.
+nonce, reserves nothing and writes no audit record. The invocation is read with
+``hopgate.parse_invocation`` (the core's parser); one that does not parse is left to the
+gate, which calls it ``MALFORMED``.
 
 Settlement (the reservation is affine, SPEC §5; the middleware never leaves it open):
 
@@ -72,16 +72,13 @@ Non-HTTP scopes (``lifespan``, ``websocket``) and ``exempt_paths`` (exact matche
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import json
 import logging
-import re
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from types import MappingProxyType
 from typing import Any, Mapping, Optional, cast
 
-from . import Chain, Code, Decision, Gate, OverrunError, Reservation, blake3
+from . import Chain, Code, Decision, Gate, OverrunError, Reservation, blake3, from_text, parse_invocation, to_text
 from ._codes import REASONS
 from .errors import HopgateError
 
@@ -123,7 +120,6 @@ _INVOCATION_HEADER = b"hopgate-invocation"
 # FORMAT §2.7: a whole invocation is at most 712 bytes, so its text is at most 950
 # characters; anything longer is refused before it is decoded.
 _MAX_INVOCATION_TEXT = 950
-_BASE64URL = re.compile(r"[A-Za-z0-9_-]*")
 _BODY_MISMATCH = "the request body does not match the invocation's payload_digest"
 
 
@@ -238,7 +234,7 @@ class GateMiddleware:
     async def _serve(self, scope: Scope, receive: Receive, send: Send, state: GateState) -> None:
         headers = [(b"hopgate-decision", b"OK")]
         if state.decision.receipt is not None:
-            headers.append((b"hopgate-receipt", _encode_text(bytes(state.decision.receipt))))
+            headers.append((b"hopgate-receipt", to_text(bytes(state.decision.receipt)).encode("ascii")))
         status = 0
         complete = False
 
@@ -295,48 +291,22 @@ def _read_headers(scope: Scope) -> tuple[Chain, bytes]:
 
 
 def _decode_text(text: bytes, title: str) -> bytes:
-    """Strict base64url without padding (FORMAT §1 text form), or ``_Denied``.
-
-    The chain's text goes through the native ``Chain.from_text``; the native API has no
-    decoder for an invocation's text, so this one applies the same rule: only the
-    alphabet, no padding, no length of 1 mod 4, and one text per byte string (the
-    round trip refuses non-zero leftover bits).
-    """
+    """The header's bytes through the core's strict text decoder, or ``_Denied``."""
     if len(text) > _MAX_INVOCATION_TEXT:
         raise _Denied(Code.MALFORMED, f"{title}: longer than any invocation")
-    ascii_text = text.decode("latin-1")
-    if _BASE64URL.fullmatch(ascii_text) is None or len(text) % 4 == 1:
-        raise _Denied(Code.MALFORMED, f"{title}: not base64url without padding")
     try:
-        raw = base64.urlsafe_b64decode(text + b"=" * (-len(text) % 4))
-    except (binascii.Error, ValueError):  # pragma: no cover - excluded by the checks above
-        raise _Denied(Code.MALFORMED, f"{title}: not base64url without padding") from None
-    if _encode_text(raw) != text:
-        raise _Denied(Code.MALFORMED, f"{title}: non-zero leftover bits")
-    return raw
-
-
-def _encode_text(raw: bytes) -> bytes:
-    return base64.urlsafe_b64encode(raw).rstrip(b"=")
+        return from_text(text.decode("latin-1"))
+    except HopgateError as e:
+        raise _Denied(Code.MALFORMED, f"{title}: {e}") from None
 
 
 def _payload_digest(invocation: bytes) -> Optional[bytes]:
-    """The ``payload_digest`` field (FORMAT §2.7), or None if the bytes cannot hold one.
-
-    The body starts at offset 8; in it, the ability's length byte is at 64, the
-    resource's at 65 + A, and the digest at 98 + A + R. Whether the rest parses is
-    the gate's business.
-    """
-    if len(invocation) < 8 + 66 or invocation[:4] != b"HGI1":
+    """The invocation's ``payload_digest``, or None if it does not parse (the gate
+    then answers ``MALFORMED``)."""
+    try:
+        return parse_invocation(invocation).payload_digest
+    except HopgateError:
         return None
-    ability_len = invocation[8 + 64]
-    resource_at = 8 + 65 + ability_len
-    if resource_at >= len(invocation):
-        return None
-    start = 8 + 98 + ability_len + invocation[resource_at]
-    if start + 32 > len(invocation):
-        return None
-    return invocation[start : start + 32]
 
 
 async def _read_body(receive: Receive) -> Optional[bytes]:

@@ -60,8 +60,6 @@ Exit status.
 from __future__ import annotations
 
 import argparse
-import base64
-import binascii
 import datetime
 import json
 import os
@@ -340,25 +338,6 @@ def _read_one_chain(path: str) -> Chain:
     return hopgate.Chain.from_bytes(item.data)
 
 
-_BASE64URL = re.compile(r"[A-Za-z0-9_-]*")
-
-
-def encode_text(raw: bytes) -> str:
-    """The text form of SPEC §2: base64url without padding."""
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
-
-
-def decode_text(text: str) -> Optional[bytes]:
-    """Strict inverse of ``encode_text``; ``None`` for anything it would not produce."""
-    if not _BASE64URL.fullmatch(text) or len(text) % 4 == 1:
-        return None
-    try:
-        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-    except (binascii.Error, ValueError):  # pragma: no cover - excluded above
-        return None
-    return raw if encode_text(raw) == text else None
-
-
 def _read_invocation(path: str) -> bytes:
     """Invocation bytes (raw or text); undecodable text yields bytes the gate calls MALFORMED."""
     data = _read_input(path)
@@ -368,12 +347,18 @@ def _read_invocation(path: str) -> bytes:
         text = data.decode("ascii").strip()
     except UnicodeDecodeError:
         return data
-    raw = decode_text(text)
-    return data if raw is None else raw
+    import hopgate
+
+    try:
+        return hopgate.from_text(text)
+    except hopgate.MalformedError:
+        return data
 
 
 def _write_output(out: Optional[str], data: bytes, fmt: str) -> None:
-    payload = data if fmt == "raw" else (encode_text(data) + "\n").encode("ascii")
+    import hopgate
+
+    payload = data if fmt == "raw" else (hopgate.to_text(data) + "\n").encode("ascii")
     if out is None or out == "-":
         sys.stdout.flush()
         sys.stdout.buffer.write(payload)

@@ -29,7 +29,7 @@ from ._ed25519 import SigningKey, verify, verify_batch
 from ._gate import Gate
 from ._hash import blake3, blake3_many, hash_backend, mac_many, sha256_many
 from ._ledger import Budget, Ledger, Reservation
-from ._wire import Invocation, Link, parse_invocation
+from ._wire import Invocation, Link, from_text, parse_invocation, to_text
 
 __all__ = [
     "Code",
@@ -53,6 +53,8 @@ __all__ = [
     "sha256_many",
     "hash_backend",
     "parse_invocation",
+    "from_text",
+    "to_text",
     "Ledger",
     "Budget",
     "Reservation",

@@ -593,3 +593,13 @@ def decode_text(text: object, field: str) -> bytes:
     if encode_text(raw) != text:
         raise MalformedError(f"{field}: non-zero padding bits", field, len(text) - 1)
     return raw
+
+
+def to_text(data: object) -> str:
+    """The text form of any bytes-like ``data`` (``hopgate.to_text``)."""
+    return encode_text(as_bytes(data, "data"))
+
+
+def from_text(text: str) -> bytes:
+    """Decode the text form strictly, or raise ``MalformedError`` (``hopgate.from_text``)."""
+    return decode_text(text, "text")

@@ -9,6 +9,7 @@ mod chain;
 mod errors;
 mod gate;
 mod hash;
+mod invocation;
 mod keys;
 mod ledger;
 
@@ -29,6 +30,10 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(keys::verify, m)?)?;
     m.add_function(wrap_pyfunction!(keys::verify_batch, m)?)?;
     m.add_function(wrap_pyfunction!(chain::verify_chains, m)?)?;
+    m.add_class::<invocation::PyInvocation>()?;
+    m.add_function(wrap_pyfunction!(invocation::parse_invocation, m)?)?;
+    m.add_function(wrap_pyfunction!(invocation::to_text, m)?)?;
+    m.add_function(wrap_pyfunction!(invocation::from_text, m)?)?;
     m.add_function(wrap_pyfunction!(chain::code_names, m)?)?;
     m.add_function(wrap_pyfunction!(hash::blake3_many, m)?)?;
     m.add_function(wrap_pyfunction!(hash::sha256_many, m)?)?;
