@@ -96,33 +96,10 @@ class UsageError(Exception):
 # ---------------------------------------------------------------------------
 
 
-def _read_key(key_file: Optional[str]) -> bytes:
-    if key_file is not None:
-        try:
-            with open(key_file, "rb") as f:
-                raw = f.read()
-        except OSError as e:
-            raise UsageError(f"--key-file {key_file}: {e.strerror or e}") from None
-        source = f"--key-file {key_file}"
-    elif KEY_ENV in os.environ:
-        raw = os.environ[KEY_ENV].encode()
-        source = f"${KEY_ENV}"
-    else:
-        raise UsageError(f"no key: pass --key-file PATH or set {KEY_ENV} (64 hex digits)")
-    if len(raw) == 32 and key_file is not None:
-        return raw
-    text = raw.strip()
-    try:
-        key = bytes.fromhex(text.decode("ascii"))
-    except (UnicodeDecodeError, ValueError):
-        key = b""
-    if len(key) != 32:
-        raise UsageError(f"{source}: expected 32 raw bytes or 64 hex digits")
-    return key
-
-
-def _read_seed(path: Optional[str], option: str, env: str) -> bytes:
-    """A 32-byte Ed25519 seed from a file (64 hex digits or 32 raw bytes) or ``$env``."""
+def _read_secret(path: Optional[str], option: str, env: str, what: str, expected: str) -> bytes:
+    """32 secret bytes from a file (32 raw bytes or 64 hex digits) or from ``$env`` (64 hex
+    digits); a warning when the file is readable by other users. ``what`` names the
+    secret and ``expected`` the form in errors."""
     if path is not None:
         source = f"{option} {path}"
         try:
@@ -133,7 +110,7 @@ def _read_seed(path: Optional[str], option: str, env: str) -> bytes:
             raise UsageError(f"{source}: {e.strerror or e}") from None
         if stat.S_ISREG(mode) and mode & 0o077:
             print(
-                f"hopgate: warning: {source}: the signing key is readable by other users "
+                f"hopgate: warning: {source}: the {what} is readable by other users "
                 f"(mode {stat.S_IMODE(mode):04o}; chmod 600 it)",
                 file=sys.stderr,
             )
@@ -143,14 +120,24 @@ def _read_seed(path: Optional[str], option: str, env: str) -> bytes:
         source = f"${env}"
         raw = os.environ[env].encode()
     else:
-        raise UsageError(f"no signing key: pass {option} FILE or set {env} (64 hex digits)")
+        raise UsageError(f"no {what}: pass {option} FILE or set {env} (64 hex digits)")
     try:
-        seed = bytes.fromhex(raw.strip().decode("ascii"))
+        secret = bytes.fromhex(raw.strip().decode("ascii"))
     except (UnicodeDecodeError, ValueError):
-        seed = b""
-    if len(seed) != 32:
-        raise UsageError(f"{source}: expected a seed of 64 hex digits (or 32 raw bytes)")
-    return seed
+        secret = b""
+    if len(secret) != 32:
+        raise UsageError(f"{source}: expected {expected}")
+    return secret
+
+
+def _read_key(key_file: Optional[str]) -> bytes:
+    """The audit log's key: ``--key-file`` or ``$HOPGATE_AUDIT_KEY``."""
+    return _read_secret(key_file, "--key-file", KEY_ENV, "key", "32 raw bytes or 64 hex digits")
+
+
+def _read_seed(path: Optional[str], option: str, env: str) -> bytes:
+    """A 32-byte Ed25519 seed from a file (64 hex digits or 32 raw bytes) or ``$env``."""
+    return _read_secret(path, option, env, "signing key", "a seed of 64 hex digits (or 32 raw bytes)")
 
 
 def _signing_key(path: Optional[str], option: str, env: str) -> SigningKey:
