@@ -12,7 +12,7 @@ from __future__ import annotations
 import hmac
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO, Literal, Optional, Union
@@ -139,6 +139,44 @@ def _header_problem(found: bytes, key: bytes) -> Optional[str]:
     return None
 
 
+class _Frame:
+    __slots__ = ("index", "offset", "body", "chain", "tag")
+
+    def __init__(self, index: int, offset: int, body: bytes, chain: bytes, tag: bytes) -> None:
+        self.index, self.offset, self.body, self.chain, self.tag = index, offset, body, chain, tag
+
+    @property
+    def end(self) -> int:
+        return self.offset + 4 + len(self.body) + 64
+
+    def holds(self, key: bytes, prev: bytes) -> bool:
+        return _link(prev, self.body) == self.chain and _tag(key, self.index, self.chain) == self.tag
+
+
+class _TooLong(Exception):
+    """A frame whose length is over ``MAX_RECORD``: ``index`` and ``offset`` name it."""
+
+    def __init__(self, index: int, offset: int) -> None:
+        super().__init__(index, offset)
+        self.index, self.offset = index, offset
+
+
+def _frames(data: bytes, stop_at: int) -> Iterator[_Frame]:
+    """The complete frames after the header, lazily. Stops at the first frame that
+    starts at or past ``stop_at`` or runs past the end of ``data``; raises ``_TooLong``
+    for a length over the limit."""
+    pos, index = HEADER_LEN, 0
+    while pos < stop_at and len(data) - pos >= 4:
+        size = int.from_bytes(data[pos : pos + 4], "little")
+        if size > MAX_RECORD:
+            raise _TooLong(index, pos)
+        end = pos + 4 + size + 64
+        if end > len(data):
+            return
+        yield _Frame(index, pos, data[pos + 4 : end - 64], data[end - 64 : end - 32], data[end - 32 : end])
+        pos, index = end, index + 1
+
+
 def _verify_bytes(data: bytes, key: bytes, progress: Progress) -> AuditReport:
     problem = _header_problem(data[:HEADER_LEN], key)
     if problem is not None:
@@ -146,27 +184,22 @@ def _verify_bytes(data: bytes, key: bytes, progress: Progress) -> AuditReport:
     prev = blake3(data[:HEADER_LEN]).digest()
     pos, index, reported = HEADER_LEN, 0, HEADER_LEN
     total = len(data)
-    while pos < total:
-        if total - pos < 4:
-            return _torn(index, pos)
-        size = int.from_bytes(data[pos : pos + 4], "little")
-        if size > MAX_RECORD:
-            reason = f"the record length exceeds the limit of {MAX_RECORD} bytes"
-            return AuditReport(index, pos, index, pos, reason)
-        end = pos + 4 + size + 64
-        if end > total:
-            return _torn(index, pos)
-        body = data[pos + 4 : pos + 4 + size]
-        chain = data[end - 64 : end - 32]
-        if _link(prev, body) != chain:
-            return AuditReport(index, pos, index, pos, "the record does not match its chain value")
-        if _tag(key, index, chain) != data[end - 32 : end]:
-            reason = "the tag does not match (another key, or a changed record)"
-            return AuditReport(index, pos, index, pos, reason)
-        prev, pos, index = chain, end, index + 1
-        if progress is not None and pos - reported >= _PROGRESS_BYTES:
-            progress(pos, total)
-            reported = pos
+    try:
+        for f in _frames(data, total):
+            if _link(prev, f.body) != f.chain:
+                return AuditReport(f.index, f.offset, f.index, f.offset, "the record does not match its chain value")
+            if _tag(key, f.index, f.chain) != f.tag:
+                reason = "the tag does not match (another key, or a changed record)"
+                return AuditReport(f.index, f.offset, f.index, f.offset, reason)
+            prev, pos, index = f.chain, f.end, f.index + 1
+            if progress is not None and pos - reported >= _PROGRESS_BYTES:
+                progress(pos, total)
+                reported = pos
+    except _TooLong as e:
+        reason = f"the record length exceeds the limit of {MAX_RECORD} bytes"
+        return AuditReport(e.index, e.offset, e.index, e.offset, reason)
+    if pos < total:
+        return _torn(index, pos)
     if progress is not None:
         progress(pos, total)
     return AuditReport(index, pos)
@@ -198,20 +231,6 @@ def _fsync_policy(fsync: object) -> Optional[float]:
             )
         return seconds
     raise TypeError(f"fsync: expected True, False or seconds, got {type(fsync).__name__}")
-
-
-class _Frame:
-    __slots__ = ("index", "offset", "body", "chain", "tag")
-
-    def __init__(self, index: int, offset: int, body: bytes, chain: bytes, tag: bytes) -> None:
-        self.index, self.offset, self.body, self.chain, self.tag = index, offset, body, chain, tag
-
-    @property
-    def end(self) -> int:
-        return self.offset + 4 + len(self.body) + 64
-
-    def holds(self, key: bytes, prev: bytes) -> bool:
-        return _link(prev, self.body) == self.chain and _tag(key, self.index, self.chain) == self.tag
 
 
 def _damaged(record: Optional[int], offset: int, reason: str) -> AuditError:
@@ -277,26 +296,20 @@ class AuditLog:
         zero_from = max(zero_from, HEADER_LEN)
         before = self._head
         ring: list[_Frame] = []
-        pos, index = HEADER_LEN, 0
-        while pos < len(data):
-            if pos >= zero_from or len(data) - pos < 4:
-                break
-            size = int.from_bytes(data[pos : pos + 4], "little")
-            if size > MAX_RECORD:
-                raise _damaged(
-                    index,
-                    pos,
-                    f"the record length exceeds the limit of {MAX_RECORD} bytes; "
-                    "run `hopgate audit verify`",
-                )
-            end = pos + 4 + size + 64
-            if end > len(data):
-                break
-            ring.append(_Frame(index, pos, data[pos + 4 : end - 64], data[end - 64 : end - 32], data[end - 32 : end]))
-            if len(ring) > 2:
-                before = ring.pop(0).chain
-            self._offsets.append(pos)
-            pos, index = end, index + 1
+        index = 0
+        try:
+            for f in _frames(data, zero_from):
+                ring.append(f)
+                if len(ring) > 2:
+                    before = ring.pop(0).chain
+                self._offsets.append(f.offset)
+                index = f.index + 1
+        except _TooLong as e:
+            raise _damaged(
+                e.index,
+                e.offset,
+                f"the record length exceeds the limit of {MAX_RECORD} bytes; run `hopgate audit verify`",
+            ) from None
         keep, keep_end, head = self._keep(ring, before, zero_from, index)
         self._records = keep
         self._head = head
