@@ -102,6 +102,16 @@ def accounts(gate: Any, chain: Any) -> list[tuple[int, int]]:
     return out
 
 
+def settled(gate: Any, chain: Any, timeout: float = 5.0) -> list[tuple[int, int]]:
+    """``accounts`` once nothing is reserved any more. Through a real server the client
+    can read the response before the middleware has settled (it settles after the
+    last body message is sent), so wait for that, up to ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while any(reserved for _, reserved in accounts(gate, chain)) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    return accounts(gate, chain)
+
+
 def assert_denied(r: httpx.Response, status: int, code: Code) -> dict[str, Any]:
     assert r.status_code == status, r.text
     assert r.headers["hopgate-decision"] == code.name
@@ -162,11 +172,11 @@ def test_allowed_request_commits_the_actual_cost(served: tuple[Any, str], client
     assert r.status_code == 200, r.text
     assert r.json() == {"reserved": 5, "body": body.decode()}
     assert r.headers["hopgate-decision"] == "OK" and "hopgate-receipt" not in r.headers
-    assert accounts(gate, chain) == [(3, 0), (3, 0)]
+    assert settled(gate, chain) == [(3, 0), (3, 0)]
     # Default: the reserved amount is committed.
     r = client.post(PATH, content=b"", headers=headers(chain, cost=4))
     assert r.status_code == 200
-    assert accounts(gate, chain) == [(7, 0), (7, 0)]
+    assert settled(gate, chain) == [(7, 0), (7, 0)]
 
 
 def test_tampered_chain_is_bad_signature(served: tuple[Any, str], client: httpx.Client) -> None:
@@ -176,7 +186,7 @@ def test_tampered_chain_is_bad_signature(served: tuple[Any, str], client: httpx.
     raw[60] ^= 0x01  # inside link 0's holder_pk (offset 58..90): both signatures now fail
     h["Hopgate-Chain"] = text(bytes(raw))
     assert_denied(client.post(PATH, headers=h), 401, Code.BAD_SIGNATURE)
-    assert accounts(gate, chain) == [(0, 0), (0, 0)]
+    assert settled(gate, chain) == [(0, 0), (0, 0)]
 
 
 def test_replayed_invocation_is_409(served: tuple[Any, str], client: httpx.Client) -> None:
@@ -185,7 +195,7 @@ def test_replayed_invocation_is_409(served: tuple[Any, str], client: httpx.Clien
     assert client.post(PATH, headers=h).status_code == 200
     body = assert_denied(client.post(PATH, headers=h), 409, Code.REPLAY)
     assert body["reason"] == hopgate.REASONS[Code.REPLAY]
-    assert accounts(gate, chain) == [(2, 0), (2, 0)]
+    assert settled(gate, chain) == [(2, 0), (2, 0)]
 
 
 def test_over_budget_is_429(served: tuple[Any, str], client: httpx.Client) -> None:
@@ -193,7 +203,7 @@ def test_over_budget_is_429(served: tuple[Any, str], client: httpx.Client) -> No
     assert client.post(PATH, headers=headers(chain, cost=40)).status_code == 200
     assert_denied(client.post(PATH, headers=headers(chain, cost=20)), 429, Code.BUDGET_EXHAUSTED)
     assert client.post(PATH, headers=headers(chain, cost=10)).status_code == 200
-    assert accounts(gate, chain) == [(50, 0), (50, 0)]
+    assert settled(gate, chain) == [(50, 0), (50, 0)]
 
 
 def test_missing_header_is_401(served: tuple[Any, str], client: httpx.Client) -> None:
@@ -212,9 +222,9 @@ def test_wrong_body_is_refused_before_the_gate(served: tuple[Any, str], client: 
     body = assert_denied(client.post(PATH, content=b'{"order": 43}', headers=h), 401, Code.BAD_SIGNATURE)
     assert "payload_digest" in body["reason"]
     # Nothing reserved and the nonce not consumed: the genuine request still goes through.
-    assert accounts(gate, chain) == [(0, 0), (0, 0)]
+    assert settled(gate, chain) == [(0, 0), (0, 0)]
     assert client.post(PATH, content=b'{"order": 42}', headers=h).status_code == 200
-    assert accounts(gate, chain) == [(5, 0), (5, 0)]
+    assert settled(gate, chain) == [(5, 0), (5, 0)]
 
 
 def test_app_raising_releases_the_reservation(served: tuple[Any, str], client: httpx.Client,
@@ -223,7 +233,7 @@ def test_app_raising_releases_the_reservation(served: tuple[Any, str], client: h
     with caplog.at_level(logging.CRITICAL, logger="uvicorn.error"):  # the traceback uvicorn logs
         r = client.post(PATH, headers=headers(chain, cost=9, extra={"x-boom": "1"}))
     assert r.status_code == 500
-    assert accounts(gate, chain) == [(0, 0), (0, 0)]
+    assert settled(gate, chain) == [(0, 0), (0, 0)]
 
 
 def test_exempt_path_over_the_socket(client: httpx.Client) -> None:
@@ -296,7 +306,7 @@ def test_denial_statuses(gate: Any) -> None:
     assert_denied(call(make_app(stranger), headers=headers(chain)), 401, Code.UNTRUSTED_ISSUER)
     gate.revoke(chain.revocation_ids[1])
     assert_denied(call(app, headers=headers(chain)), 403, Code.REVOKED)
-    assert accounts(gate, chain) == [(0, 0), (0, 0)]
+    assert settled(gate, chain) == [(0, 0), (0, 0)]
 
 
 def test_every_denial_code_has_a_status() -> None:
@@ -319,16 +329,16 @@ def test_server_error_releases_and_success_commits(gate: Any, threaded: bool) ->
     chain, app = make_chain(), make_app(gate, threaded=threaded)
     assert call(app, headers=headers(chain, cost=6, extra={"x-status": "503"})).status_code == 503
     assert call(app, headers=headers(chain, cost=6, extra={"x-boom": "1"})).status_code == 500
-    assert accounts(gate, chain) == [(0, 0), (0, 0)]
+    assert settled(gate, chain) == [(0, 0), (0, 0)]
     assert call(app, headers=headers(chain, cost=6, extra={"x-status": "404"})).status_code == 404
-    assert accounts(gate, chain) == [(6, 0), (6, 0)]  # a client error is still served work
+    assert settled(gate, chain) == [(6, 0), (6, 0)]  # a client error is still served work
 
 
 def test_app_may_settle_the_reservation_itself(gate: Any) -> None:
     chain = make_chain()
     r = call(make_app(gate), headers=headers(chain, cost=6, extra={"x-release": "1"}))
     assert r.status_code == 200
-    assert accounts(gate, chain) == [(0, 0), (0, 0)]
+    assert settled(gate, chain) == [(0, 0), (0, 0)]
 
 
 def test_cost_above_the_reservation_is_charged_and_logged(gate: Any, caplog: pytest.LogCaptureFixture) -> None:
@@ -336,7 +346,7 @@ def test_cost_above_the_reservation_is_charged_and_logged(gate: Any, caplog: pyt
     with caplog.at_level(logging.WARNING, logger="hopgate.asgi"):
         r = call(make_app(gate), headers=headers(chain, cost=6, extra={"x-actual": "8"}))
     assert r.status_code == 200
-    assert accounts(gate, chain) == [(8, 0), (8, 0)]
+    assert settled(gate, chain) == [(8, 0), (8, 0)]
     assert gate.ledger.account(chain.revocation_ids[1]).overrun == 2
     assert "above its reservation" in caplog.text
 
@@ -346,7 +356,7 @@ def test_cost_the_ledger_refuses_commits_the_reservation(gate: Any, caplog: pyte
     with caplog.at_level(logging.ERROR, logger="hopgate.asgi"):
         r = call(make_app(gate), headers=headers(chain, cost=6, extra={"x-actual": "-1"}))
     assert r.status_code == 200
-    assert accounts(gate, chain) == [(6, 0), (6, 0)]
+    assert settled(gate, chain) == [(6, 0), (6, 0)]
     assert "cannot commit cost -1" in caplog.text
 
 
@@ -421,7 +431,7 @@ def test_abandoned_check_releases_its_reservation(gate: Any) -> None:
         _release_abandoned(failed)  # nothing to release
 
     asyncio.run(go())
-    assert accounts(gate, chain) == [(0, 0), (0, 0)]
+    assert settled(gate, chain) == [(0, 0), (0, 0)]
 
 
 def test_a_forfeited_reservation_would_fail_this_module(gate: Any) -> None:
