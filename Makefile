@@ -22,9 +22,10 @@ $(STAMP): requirements-dev.txt
 
 venv: $(STAMP)
 
-# Release build (lto, overflow checks on) installed into the virtualenv.
+# Release build (lto, overflow checks on) installed into the virtualenv. It is the test build:
+# `test-hooks` adds `_native._inject_panic` (tests of panic handling); wheels never have it.
 build: $(STAMP)
-	$(VENV)/bin/maturin develop --release --quiet --extras reference
+	$(VENV)/bin/maturin develop --release --quiet --extras reference --features test-hooks
 
 test-rust:
 	cargo test --locked -p hopgate-core

@@ -13,6 +13,7 @@ from ._decision import Account, Decision
 from .errors import (
     AffineError,
     AuditError,
+    InternalError,
     BudgetExhaustedError,
     DelegationError,
     HopgateError,
@@ -82,6 +83,7 @@ __all__ = [
     "Account",
     "AffineError",
     "AuditError",
+    "InternalError",
     "AuditLog",
     "AuditReport",
     "Budget",

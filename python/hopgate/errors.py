@@ -17,6 +17,7 @@ __all__ = [
     "OverrunError",
     "BudgetExhaustedError",
     "AuditError",
+    "InternalError",
 ]
 
 
@@ -94,3 +95,13 @@ class AuditError(HopgateError):
         super().__init__(message)
         self.record = record
         self.offset = offset
+
+
+class InternalError(HopgateError, RuntimeError):
+    """A bug in hopgate: the native core panicked, and the panic was caught.
+
+    Nothing is left half-done that could allow a request: a gate batch that fails
+    this way releases its reservations, and shared state stays consistent (see
+    ``rust/python/src/errors.rs``). The message says where it happened; please
+    report it.
+    """

@@ -16,6 +16,7 @@ from .._decision import Account, Decision
 from ..errors import (
     AffineError,
     AuditError,
+    InternalError,
     BudgetExhaustedError,
     DelegationError,
     HopgateError,
@@ -62,6 +63,7 @@ __all__ = [
     "Decision",
     "Account",
     "AuditError",
+    "InternalError",
     "AuditLog",
     "AuditReport",
     "GateRecord",

@@ -91,6 +91,7 @@ class Gate:
         ledger: Optional[Ledger] = None,
         audit: object = None,
         cache_size: int = 100_000,
+        max_batch: int = 65_536,
     ) -> None:
         self._trusted = _key_set(trusted, PUBLIC_KEY_LEN, "trusted")
         self._skew = check_uint(skew, 64, "skew")
@@ -117,6 +118,9 @@ class Gate:
             )
         self._audit = audit
         self._cache_size = check_uint(cache_size, 64, "cache_size")
+        self._max_batch = check_uint(max_batch, 64, "max_batch")
+        if self._max_batch < 1:
+            raise InputError("max_batch: must be at least 1")
         self._cache: OrderedDict[bytes, None] = OrderedDict()
         # Guards the cache and revoke() (the ledger has its own lock; the two
         # are never held together).
@@ -126,6 +130,16 @@ class Gate:
     def ledger(self) -> Ledger:
         """The ledger this gate reserves on and records nonces in."""
         return self._ledger
+
+    @property
+    def cache_size(self) -> int:
+        """The most verified chains the cache holds."""
+        return self._cache_size
+
+    @property
+    def max_batch(self) -> int:
+        """The most requests one ``check_batch`` call takes."""
+        return self._max_batch
 
     @property
     def cached(self) -> int:
@@ -192,6 +206,11 @@ class Gate:
             raise InputError(
                 f"invocations: {len(invocation_items)} items, expected "
                 f"{len(chain_items)} (one per chain)"
+            )
+        if len(chain_items) > self._max_batch:
+            raise InputError(
+                f"requests: {len(chain_items)} requests in one batch, more than "
+                f"max_batch = {self._max_batch}"
             )
         when = int(time.time()) if now is None else check_uint(now, 64, "now")
         codes = np.zeros(len(chain_items), dtype=np.uint8)
@@ -270,9 +289,11 @@ class Gate:
         path = [(blake3_digest(link.signature), link.budget) for link in links]
         return self._ledger._admit(
             path,
+            [link.not_after for link in links],
             invocation.cost,
             invocation.nonce,
-            expiry=invocation.timestamp + self._replay_window,
+            # u64 arithmetic, saturating, as the core does.
+            expiry=min(invocation.timestamp + self._replay_window, (1 << 64) - 1),
             now=now,
         )
 

@@ -25,6 +25,21 @@ Decisions this module makes where SPEC §5 is silent:
 * An account that already exists keeps its cap, whatever cap a later path names.
 * A path may not name one account twice (``InputError``): the amount would be
   held twice on it.
+
+Limits (the same rules as the core's ``ledger::Limits``, docs/FORMAT.md "Limits"):
+
+* At most ``max_accounts`` accounts. When full, accounts a gate opened whose link
+  has expired (``not_after <= now``, the latest ``now`` a gate reserved at) and
+  that hold no reservation are forgotten; if that frees too little, a reservation
+  that needs a new account is refused (``BUDGET_EXHAUSTED``). Accounts opened by
+  ``Ledger.budget`` never expire. The largest expiry forgotten is the account
+  horizon: an account expiring at or before it is never opened again, so a
+  request dated in the past cannot find a forgotten account empty.
+* At most ``max_nonces`` replay nonces. When full, the nonce that expires first is
+  forgotten and the nonce horizon raised to its expiry; a request whose nonce
+  expires at or before the horizon is refused as ``REPLAY`` (it may have been
+  seen). Pruning expired nonces raises the horizon too, so a clock that steps back
+  cannot bring a forgotten nonce back to life.
 """
 
 from __future__ import annotations
@@ -32,6 +47,7 @@ from __future__ import annotations
 import heapq
 import os
 import threading
+import time
 import warnings
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
@@ -55,6 +71,10 @@ from ._wire import check_fixed, check_uint
 __all__ = ["Ledger", "Budget", "Reservation"]
 
 ACCOUNT_ID_LEN = 32
+DEFAULT_MAX_ACCOUNTS = 1_000_000
+DEFAULT_MAX_NONCES = 1_000_000
+#: The expiry of an account that is never forgotten (opened by a budget).
+NEVER = (1 << 64) - 1
 
 #: One step of a path: (account id, cap).
 PathEntry = Tuple[bytes, int]
@@ -165,14 +185,25 @@ class Ledger:
     reservation over a whole path is atomic.
     """
 
-    def __init__(self) -> None:
+    def __init__(
+        self, *, max_accounts: int = DEFAULT_MAX_ACCOUNTS, max_nonces: int = DEFAULT_MAX_NONCES
+    ) -> None:
+        self._max_accounts = _count(max_accounts, "max_accounts")
+        self._max_nonces = _count(max_nonces, "max_nonces")
         self._lock = threading.Lock()
         self._accounts: dict[bytes, _AccountState] = {}
+        # When each account may be forgotten, a min-heap of (expires, id) over
+        # the accounts that expire, the account horizon, and the latest gate time.
+        self._expires: dict[bytes, int] = {}
+        self._account_heap: list[tuple[int, bytes]] = []
+        self._account_horizon: Optional[int] = None
+        self._now = 0
         # Replay protection for the gates sharing this ledger: nonce -> expiry,
         # and a min-heap of (expiry, nonce) so that pruning is cheap and memory
         # stays bounded by rate x window, never by history.
         self._nonce_expiry: dict[bytes, int] = {}
         self._nonce_heap: list[tuple[int, bytes]] = []
+        self._nonce_horizon: Optional[int] = None
         # Reservations forfeited by the garbage collector, not yet applied.
         # ``__del__`` may run while this very thread holds the (non-reentrant)
         # lock, so it only queues (deque.append is atomic); whoever takes the
@@ -210,6 +241,23 @@ class Ledger:
         with self._locked():
             return {key: state.snapshot() for key, state in self._accounts.items()}
 
+    @property
+    def max_accounts(self) -> int:
+        """The most accounts this ledger holds at once."""
+        return self._max_accounts
+
+    @property
+    def max_nonces(self) -> int:
+        """The most replay nonces this ledger remembers at once."""
+        return self._max_nonces
+
+    def nonces(self, now: Optional[int] = None) -> int:
+        """How many replay nonces are remembered at ``now`` (default: the clock)."""
+        when = int(time.time()) if now is None else check_uint(now, 64, "now")
+        with self._locked():
+            self._prune_nonces_locked(when)
+            return len(self._nonce_expiry)
+
     def __repr__(self) -> str:
         return f"Ledger(accounts={len(self._accounts)})"
 
@@ -220,9 +268,13 @@ class Ledger:
         state = self._accounts.get(account_id)
         return _AccountState(cap) if state is None else state
 
-    def _reserve_locked(self, path: Sequence[PathEntry], amount: int) -> Reservation:
+    def _reserve_locked(
+        self, path: Sequence[PathEntry], amount: int, expires: Optional[Sequence[int]] = None
+    ) -> Reservation:
         """Hold ``amount`` on every account of ``path``, or change nothing and
-        raise ``BudgetExhaustedError``."""
+        raise ``BudgetExhaustedError``. Account ``i`` may be forgotten after
+        ``expires[i]`` (a link's ``not_after``); without ``expires``, never."""
+        until = [NEVER] * len(path) if expires is None else list(expires)
         states: list[tuple[bytes, _AccountState]] = []
         for account_id, cap in path:
             state = self._state_locked(account_id, cap)  # stored only on success
@@ -232,36 +284,101 @@ class Ledger:
                     f"{state.cap}; {amount} requested"
                 )
             states.append((account_id, state))
-        for account_id, state in states:
+        new = [i for i, (account_id, _) in enumerate(path) if account_id not in self._accounts]
+        horizon = self._account_horizon
+        if horizon is not None and any(until[i] <= horizon for i in new):
+            raise BudgetExhaustedError(
+                "an account on the path expired and was forgotten; it cannot be opened again"
+            )
+        if len(self._accounts) + len(new) > self._max_accounts:
+            self._prune_accounts_locked()
+        if len(self._accounts) + len(new) > self._max_accounts:
+            raise BudgetExhaustedError(
+                f"the ledger cannot open another account (max_accounts = {self._max_accounts})"
+            )
+        for (account_id, state), expiry in zip(states, until):
             self._accounts.setdefault(account_id, state)
+            if expiry > self._expires.get(account_id, 0):
+                self._expires[account_id] = expiry
+                if expiry != NEVER:
+                    heapq.heappush(self._account_heap, (expiry, account_id))
             state.reserved += amount
         return Reservation._create(self, tuple(state for _, state in states), amount)
 
-    def _prune_nonces_locked(self, now: int) -> None:
+    def _prune_accounts_locked(self) -> None:
+        """Forget accounts whose link expired at or before the latest gate time
+        and that hold no reservation."""
+        heap = self._account_heap
+        busy: list[tuple[int, bytes]] = []
+        while heap and heap[0][0] <= self._now:
+            when, account_id = heapq.heappop(heap)
+            state = self._accounts.get(account_id)
+            if state is None or self._expires.get(account_id) != when:
+                continue  # forgotten already, or it lives longer now
+            if state.reserved > 0:
+                busy.append((when, account_id))
+                continue
+            del self._accounts[account_id]
+            del self._expires[account_id]
+            self._account_horizon = when if self._account_horizon is None else max(self._account_horizon, when)
+        for entry in busy:
+            heapq.heappush(heap, entry)
+
+    def _forget_first_nonce_locked(self, before: Optional[int]) -> bool:
+        """Forget the nonce that expires first, if it expires before ``before``
+        (None: whenever it expires)."""
         heap = self._nonce_heap
-        while heap and heap[0][0] < now:
-            _, nonce = heapq.heappop(heap)
-            # A nonce is recorded only while absent, so heap and dict entries
-            # correspond one to one.
-            del self._nonce_expiry[nonce]
+        if not heap or (before is not None and heap[0][0] >= before):
+            return False
+        when, nonce = heapq.heappop(heap)
+        # A nonce is recorded only while absent, so heap and dict entries
+        # correspond one to one.
+        del self._nonce_expiry[nonce]
+        self._nonce_horizon = when if self._nonce_horizon is None else max(self._nonce_horizon, when)
+        return True
+
+    def _prune_nonces_locked(self, now: int) -> None:
+        while self._forget_first_nonce_locked(now):
+            pass
 
     def _admit(
-        self, path: Sequence[PathEntry], amount: int, nonce: bytes, expiry: int, now: int
+        self,
+        path: Sequence[PathEntry],
+        expires: Sequence[int],
+        amount: int,
+        nonce: bytes,
+        expiry: int,
+        now: int,
     ) -> tuple[Code, Optional[Reservation]]:
         """Steps 16 and 17 of a gate, under one lock: two requests carrying one
-        nonce can never both pass, and only an allowed request consumes its nonce."""
+        nonce can never both pass, and only an allowed request consumes its nonce.
+        Account ``i`` of ``path`` may be forgotten after ``expires[i]``."""
         with self._locked():
             self._prune_nonces_locked(now)
             seen = self._nonce_expiry.get(nonce)
-            if seen is not None and seen >= now:
+            horizon = self._nonce_horizon
+            if (seen is not None and seen >= now) or (horizon is not None and expiry <= horizon):
                 return Code.REPLAY, None
+            self._now = max(self._now, now)
             try:
-                reservation = self._reserve_locked(path, amount)
+                reservation = self._reserve_locked(path, amount, expires)
             except BudgetExhaustedError:
                 return Code.BUDGET_EXHAUSTED, None
+            if len(self._nonce_expiry) >= self._max_nonces:
+                self._forget_first_nonce_locked(None)
             self._nonce_expiry[nonce] = expiry
             heapq.heappush(self._nonce_heap, (expiry, nonce))
             return Code.OK, reservation
+
+
+def _count(value: object, name: str) -> int:
+    """A limit: an integer of at least 1."""
+    if isinstance(value, bool):
+        raise InputError(f"{name}: expected an integer, got bool")
+    number = check_uint(value, 64, name)
+    if number < 1:
+        raise InputError(f"{name}: must be at least 1, got {number}")
+    return number
 
 
 def _forfeit_locked(accounts: Sequence[_AccountState], amount: int) -> None:

@@ -16,6 +16,11 @@ use crate::{Code, Error, Result};
 /// Below this many requests, parsing stays on the calling thread.
 const PARALLEL_REQUESTS: usize = 64;
 
+/// Default of [`GateConfig::cache_size`].
+pub const DEFAULT_CACHE_SIZE: usize = 100_000;
+/// Default of [`GateConfig::max_batch`].
+pub const DEFAULT_MAX_BATCH: usize = 65_536;
+
 /// How a gate is set up.
 #[derive(Clone, Debug)]
 pub struct GateConfig {
@@ -28,8 +33,26 @@ pub struct GateConfig {
     pub replay_window: u64,
     /// When set, link 0's session id must equal it.
     pub session: Option<[u8; 16]>,
-    /// How many verified chains the cache remembers (0 disables it).
+    /// How many verified chains the cache remembers (0 disables it); 32 bytes each.
     pub cache_size: usize,
+    /// The most requests one `check_batch` call takes (at least 1); a larger batch is
+    /// an input error, refused before anything is decided. A batch's working memory
+    /// is linear in its size (a parsed chain, a digest and its signatures per request).
+    pub max_batch: usize,
+}
+
+impl GateConfig {
+    /// A configuration with SPEC §6's defaults and `trusted` issuers.
+    pub fn new(trusted: HashSet<[u8; 32]>) -> Self {
+        GateConfig {
+            trusted,
+            skew: 30,
+            replay_window: 300,
+            session: None,
+            cache_size: DEFAULT_CACHE_SIZE,
+            max_batch: DEFAULT_MAX_BATCH,
+        }
+    }
 }
 
 /// What the gate decided for one request; `reservation` is set iff `code` is OK.
@@ -85,6 +108,21 @@ impl VerifiedCache {
     }
 }
 
+/// Outcomes not yet handed to the caller. Dropping them (an error return, or a
+/// panic unwinding) releases their reservations instead of forfeiting them: the
+/// caller never held them, so nothing can have been spent.
+struct Unsettled(Vec<Outcome>);
+
+impl Drop for Unsettled {
+    fn drop(&mut self) {
+        for o in self.0.drain(..) {
+            if let Some(r) = o.reservation {
+                r.release();
+            }
+        }
+    }
+}
+
 /// A gate: cheap to share between threads (`&Gate` is enough to check requests).
 pub struct Gate {
     config: GateConfig,
@@ -109,6 +147,9 @@ impl Gate {
                 "replay_window",
                 format!("must be at least 2 * skew ({}), got {}", config.skew.saturating_mul(2), config.replay_window),
             ));
+        }
+        if config.max_batch == 0 {
+            return Err(Error::input("max_batch", "must be at least 1"));
         }
         let cache = Mutex::new(VerifiedCache::new(config.cache_size));
         Ok(Gate { config, revoked: RwLock::new(revoked), ledger, cache, audit: None })
@@ -155,7 +196,16 @@ impl Gate {
     /// reservation of the batch is released and the error returned: no request is
     /// allowed without its record. (Nonces of allowed requests stay consumed, so a
     /// retry needs a new invocation; refusing is the safe side.)
+    ///
+    /// If anything panics while the batch holds reservations, they are released as
+    /// the panic unwinds: no caller ever saw them, so nothing was spent through them.
     pub fn check_batch<'a>(&self, requests: &[(&'a [u8], &'a [u8])], now: u64) -> Result<Vec<Outcome>> {
+        if requests.len() > self.config.max_batch {
+            return Err(Error::input(
+                "requests",
+                format!("{} requests in one batch, more than max_batch = {}", requests.len(), self.config.max_batch),
+            ));
+        }
         // (a) parse, (b) trusted issuer: what fails here is decided already.
         let parse = |&(c, i): &(&'a [u8], &'a [u8])| -> std::result::Result<Parsed<'a>, Code> {
             let (Ok(chain), Ok(inv)) = (Chain::parse(c), Invocation::parse(i)) else { return Err(Code::Malformed) };
@@ -193,16 +243,15 @@ impl Gate {
 
         let revoked = self.revoked.read().unwrap_or_else(PoisonError::into_inner);
         let policy = Policy { trusted: &self.config.trusted, now, session: self.config.session.as_ref(), revoked: &revoked };
-        let mut outcomes: Vec<Outcome> = parsed
-            .iter()
-            .zip(&cached)
-            .zip(spans)
-            .map(|((p, &hit), span)| match p {
+        let mut outcomes = Unsettled(Vec::with_capacity(parsed.len()));
+        for ((p, &hit), span) in parsed.iter().zip(&cached).zip(spans) {
+            outcomes.0.push(match p {
                 Err(code) => Outcome { code: *code, reservation: None, receipt: None },
                 Ok(p) => self.decide(p, hit, sig_ok[span].iter().all(|&v| v), &policy),
-            })
-            .collect();
+            });
+        }
         drop(revoked);
+        crate::fault::inject("gate");
         if let Some(log) = &self.audit {
             let digests = |i: usize, p: &std::result::Result<Parsed<'_>, Code>| match p {
                 Ok(p) => p.digest,
@@ -214,27 +263,16 @@ impl Gate {
             let records: Vec<[u8; audit::GATE_RECORD_LEN]> = parsed
                 .iter()
                 .enumerate()
-                .map(|(i, p)| audit::gate_record(now, outcomes[i].code, &digests(i, p), &inv_digests[i]))
+                .map(|(i, p)| audit::gate_record(now, outcomes.0[i].code, &digests(i, p), &inv_digests[i]))
                 .collect();
             let refs: Vec<&[u8]> = records.iter().map(|r| &r[..]).collect();
-            let appended = log.lock().unwrap_or_else(PoisonError::into_inner).append_many(&refs);
-            match appended {
-                Ok(receipts) => {
-                    for (o, r) in outcomes.iter_mut().zip(receipts) {
-                        o.receipt = Some(r);
-                    }
-                }
-                Err(e) => {
-                    for o in outcomes {
-                        if let Some(r) = o.reservation {
-                            r.release();
-                        }
-                    }
-                    return Err(e);
-                }
+            // On an error, `outcomes` drops here and releases every reservation.
+            let receipts = log.lock().unwrap_or_else(PoisonError::into_inner).append_many(&refs)?;
+            for (o, r) in outcomes.0.iter_mut().zip(receipts) {
+                o.receipt = Some(r);
             }
         }
-        Ok(outcomes)
+        Ok(std::mem::take(&mut outcomes.0))
     }
 
     /// Steps (c)–(g) for one parsed request from a trusted issuer.
@@ -265,8 +303,9 @@ impl Gate {
             return deny(Code::StaleInvocation);
         }
         let path = ledger::chain_path(&p.chain);
+        let expires: Vec<u64> = p.chain.links.iter().map(|l| l.not_after).collect();
         let expiry = p.inv.timestamp.saturating_add(self.config.replay_window);
-        match self.ledger.admit(p.inv.nonce, policy.now, expiry, &path, p.inv.cost) {
+        match self.ledger.admit(p.inv.nonce, policy.now, expiry, &path, &expires, p.inv.cost) {
             Ok(reservation) => Outcome { code: Code::Ok, reservation: Some(reservation), receipt: None },
             Err(code) => deny(code),
         }

@@ -57,43 +57,182 @@ pub struct Overrun {
     pub actual: u64,
 }
 
-#[derive(Default)]
-struct Accounts {
-    map: HashMap<AccountId, Account>,
+/// Default of [`Limits::max_accounts`]: about 200 MB at most.
+pub const DEFAULT_MAX_ACCOUNTS: usize = 1_000_000;
+/// Default of [`Limits::max_nonces`]: about 100 MB at most.
+pub const DEFAULT_MAX_NONCES: usize = 1_000_000;
+/// An account opened without an expiry (by [`Ledger::budget`]) is never forgotten.
+pub const NEVER: u64 = u64::MAX;
+
+/// Bounds on what a ledger remembers; both are counts and must be at least 1.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Accounts held at once. When full, accounts of expired links that hold no
+    /// reservation are forgotten; if that frees nothing, a reservation that needs a
+    /// new account is refused (`BUDGET_EXHAUSTED`). Accounts in use are never dropped.
+    pub max_accounts: usize,
+    /// Replay nonces held at once. When full, the nonce that expires first is
+    /// forgotten and the horizon raised to its expiry (see [`NonceSet`]).
+    pub max_nonces: usize,
 }
 
-/// Single-use request nonces, each remembered until its expiry. Entries are pruned
-/// as time passes, so memory stays proportional to rate × window, never to history.
-#[derive(Default)]
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_accounts: DEFAULT_MAX_ACCOUNTS, max_nonces: DEFAULT_MAX_NONCES }
+    }
+}
+
+/// An account and the time after which nothing can spend through it.
+#[derive(Clone, Copy)]
+struct Slot {
+    account: Account,
+    /// The link's `not_after` (a gate opened it), or [`NEVER`] (a budget did).
+    expires: u64,
+}
+
+/// Every account, bounded by `max`.
+///
+/// Forgetting an account is safe only once nothing can spend through it again: its
+/// link has expired (every chain through it is `EXPIRED`, because a child's
+/// `not_after` is at most its parent's) and it holds no reservation. `now` is given
+/// by callers and may step backwards, so the largest expiry ever forgotten is kept
+/// as `horizon`, and an account expiring at or before it is never opened again:
+/// otherwise a request dated in the past would find it empty and spend its cap twice.
+struct Accounts {
+    map: HashMap<AccountId, Slot>,
+    expiries: BinaryHeap<Reverse<(u64, AccountId)>>,
+    horizon: Option<u64>,
+    /// The latest `now` a gate reserved at; budgets have no clock of their own.
+    now: u64,
+    max: usize,
+}
+
+impl Accounts {
+    fn new(max: usize) -> Self {
+        Accounts { map: HashMap::new(), expiries: BinaryHeap::new(), horizon: None, now: 0, max }
+    }
+
+    /// Forgets accounts that expired at or before `self.now` and hold nothing.
+    fn prune(&mut self) {
+        let mut busy = Vec::new();
+        while let Some(&Reverse((when, id))) = self.expiries.peek() {
+            if when > self.now {
+                break;
+            }
+            self.expiries.pop();
+            match self.map.get(&id) {
+                // A stale entry: the account was forgotten, or now never expires.
+                Some(slot) if slot.expires != when => {}
+                None => {}
+                Some(slot) if slot.account.reserved > 0 => busy.push(Reverse((when, id))),
+                Some(_) => {
+                    self.map.remove(&id);
+                    self.horizon = Some(self.horizon.map_or(when, |h| h.max(when)));
+                }
+            }
+        }
+        self.expiries.extend(busy);
+    }
+
+    /// Whether the accounts of `path` that do not exist yet may be opened.
+    fn may_open(&mut self, path: &[(AccountId, u64)], expires: &dyn Fn(usize) -> u64) -> bool {
+        let new: Vec<usize> = (0..path.len()).filter(|&i| !self.map.contains_key(&path[i].0)).collect();
+        if new.iter().any(|&i| self.horizon.is_some_and(|h| expires(i) <= h)) {
+            return false;
+        }
+        if self.map.len() + new.len() > self.max {
+            self.prune();
+        }
+        self.map.len() + new.len() <= self.max
+    }
+
+    /// The account `id`, opened with `cap` and `expires` if new; an existing one
+    /// keeps its cap and lives as long as the longest-lived of its openers.
+    fn open(&mut self, id: AccountId, cap: u64, expires: u64) -> &mut Account {
+        let slot = self.map.entry(id).or_insert(Slot { account: Account { cap, ..Account::default() }, expires: 0 });
+        if expires > slot.expires {
+            slot.expires = expires;
+            if expires != NEVER {
+                self.expiries.push(Reverse((expires, id)));
+            }
+        }
+        &mut slot.account
+    }
+}
+
+/// Single-use request nonces, each remembered until its expiry, at most `max` at
+/// once. Entries are pruned as time passes, so memory stays proportional to rate ×
+/// window, never to history.
+///
+/// `horizon` is the largest expiry of a nonce forgotten before its time, or pruned
+/// at a `now` that later stepped back. A nonce expiring at or before it may have been
+/// seen and forgotten, so it is refused as a replay (as an IPsec anti-replay window
+/// drops what falls left of it). At steady state the horizon trails the oldest
+/// remembered timestamp: with `max_nonces` above the number of requests in any
+/// `2 * skew` seconds (only those can still be fresh), no fresh request is ever
+/// refused for it; above that rate the oldest-dated fresh requests are refused as
+/// replays, and a replay is never allowed.
 pub struct NonceSet {
     expiry: HashMap<[u8; 16], u64>,
     queue: BinaryHeap<Reverse<(u64, [u8; 16])>>,
+    horizon: Option<u64>,
+    max: usize,
+}
+
+impl Default for NonceSet {
+    fn default() -> Self {
+        Self::with_capacity(DEFAULT_MAX_NONCES)
+    }
 }
 
 impl NonceSet {
-    /// Forgets every nonce whose expiry is before `now`.
-    pub fn prune(&mut self, now: u64) {
+    /// An empty set that holds at most `max` nonces (at least one).
+    pub fn with_capacity(max: usize) -> Self {
+        NonceSet { expiry: HashMap::new(), queue: BinaryHeap::new(), horizon: None, max: max.max(1) }
+    }
+
+    /// Forgets the nonce that expires first, if its expiry is before `before`
+    /// (`None`: whenever it expires).
+    fn forget_first(&mut self, before: Option<u64>) -> bool {
         while let Some(Reverse((when, nonce))) = self.queue.peek().copied() {
-            if when >= now {
-                break;
+            if before.is_some_and(|b| when >= b) {
+                return false;
             }
             self.queue.pop();
             if self.expiry.get(&nonce) == Some(&when) {
                 self.expiry.remove(&nonce);
+                self.horizon = Some(self.horizon.map_or(when, |h| h.max(when)));
+                return true;
             }
         }
+        false
     }
 
-    /// True iff `nonce` is remembered (and not expired at `now`).
-    pub fn contains(&self, nonce: &[u8; 16], now: u64) -> bool {
-        self.expiry.get(nonce).is_some_and(|&when| when >= now)
+    /// Forgets every nonce whose expiry is before `now`.
+    pub fn prune(&mut self, now: u64) {
+        while self.forget_first(Some(now)) {}
     }
 
-    /// Remembers `nonce` until `expiry`.
+    /// True iff `nonce`, expiring at `expiry`, may have been used: it is remembered
+    /// (and not expired at `now`), or it expires at or before the horizon.
+    pub fn seen(&self, nonce: &[u8; 16], expiry: u64, now: u64) -> bool {
+        self.expiry.get(nonce).is_some_and(|&when| when >= now) || self.horizon.is_some_and(|h| expiry <= h)
+    }
+
+    /// Remembers `nonce` until `expiry`, forgetting the nonce that expires first
+    /// when the set is full.
     pub fn insert(&mut self, nonce: [u8; 16], expiry: u64) {
+        if !self.expiry.contains_key(&nonce) && self.expiry.len() >= self.max {
+            self.forget_first(None);
+        }
         let when = self.expiry.entry(nonce).or_insert(expiry);
         *when = (*when).max(expiry);
         self.queue.push(Reverse((*when, nonce)));
+    }
+
+    /// The horizon: nonces expiring at or before it are refused.
+    pub fn horizon(&self) -> Option<u64> {
+        self.horizon
     }
 
     /// Nonces remembered now.
@@ -117,6 +256,7 @@ struct Inner {
 #[derive(Clone)]
 pub struct Ledger {
     inner: Arc<Inner>,
+    limits: Limits,
 }
 
 impl Default for Ledger {
@@ -133,11 +273,28 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Ledger {
-    /// An empty ledger.
+    /// An empty ledger with the default [`Limits`].
     pub fn new() -> Self {
-        Ledger {
-            inner: Arc::new(Inner { accounts: Mutex::new(Accounts::default()), nonces: Mutex::new(NonceSet::default()) }),
+        Self::with_limits(Limits::default()).expect("the default limits are valid")
+    }
+
+    /// An empty ledger that remembers at most what `limits` allows.
+    pub fn with_limits(limits: Limits) -> Result<Self> {
+        for (name, v) in [("max_accounts", limits.max_accounts), ("max_nonces", limits.max_nonces)] {
+            if v == 0 {
+                return Err(Error::input(name, "must be at least 1"));
+            }
         }
+        let inner = Inner {
+            accounts: Mutex::new(Accounts::new(limits.max_accounts)),
+            nonces: Mutex::new(NonceSet::with_capacity(limits.max_nonces)),
+        };
+        Ok(Ledger { inner: Arc::new(inner), limits })
+    }
+
+    /// What this ledger remembers at most.
+    pub fn limits(&self) -> Limits {
+        self.limits
     }
 
     /// A budget handle on `path` (account id, cap), root first.
@@ -152,21 +309,34 @@ impl Ledger {
     }
 
     /// Reserves `amount` on every account of `path`, atomically; accounts are created
-    /// on first use with the cap given (an existing account keeps its cap). Fails,
-    /// changing nothing, unless every account has room.
+    /// on first use with the cap given (an existing account keeps its cap) and never
+    /// expire. Fails, changing nothing, unless every account has room and the ledger
+    /// may open the new ones (`max_accounts`).
     pub fn reserve(&self, path: &[(AccountId, u64)], amount: u64) -> Result<Reservation> {
+        self.reserve_until(path, &|_| NEVER, amount)
+    }
+
+    /// [`Ledger::reserve`] where account `i` of `path` may be forgotten after
+    /// `expires(i)` (a link's `not_after`).
+    fn reserve_until(&self, path: &[(AccountId, u64)], expires: &dyn Fn(usize) -> u64, amount: u64) -> Result<Reservation> {
         let mut accounts = lock(&self.inner.accounts);
+        crate::fault::inject("reserve");
         let fits = path.iter().all(|(id, cap)| {
-            let acc = accounts.map.get(id).copied().unwrap_or(Account { cap: *cap, ..Account::default() });
+            let acc = accounts.map.get(id).map_or(Account { cap: *cap, ..Account::default() }, |s| s.account);
             u128::from(acc.spent) + u128::from(acc.reserved) + u128::from(amount) <= u128::from(acc.cap)
         });
         if !fits {
             return Err(Error::refused(Code::BudgetExhausted, "an account on the path has no room for the amount"));
         }
-        for (id, cap) in path {
-            let acc = accounts.map.entry(*id).or_insert(Account { cap: *cap, ..Account::default() });
+        if !accounts.may_open(path, expires) {
+            return Err(Error::refused(
+                Code::BudgetExhausted,
+                format!("the ledger cannot open another account (max_accounts = {})", self.limits.max_accounts),
+            ));
+        }
+        for (i, (id, cap)) in path.iter().enumerate() {
             // Cannot overflow: spent + reserved + amount <= cap <= u64::MAX was checked.
-            acc.reserved += amount;
+            accounts.open(*id, *cap, expires(i)).reserved += amount;
         }
         Ok(Reservation { ledger: self.clone(), path: path.iter().map(|(id, _)| *id).collect(), amount, settled: false })
     }
@@ -175,32 +345,46 @@ impl Ledger {
     /// must be unused at `now`; then `amount` is reserved on `path`; only when both
     /// succeed is the nonce remembered until `expiry`. Two requests with one nonce can
     /// never both pass, and a refused request consumes nothing.
+    ///
+    /// `path` comes from [`chain_path`]: account `i` may be forgotten once
+    /// `expires[i]` (link `i`'s `not_after`) has passed and nothing is reserved on it.
     pub fn admit(
         &self,
         nonce: &[u8; 16],
         now: u64,
         expiry: u64,
         path: &[(AccountId, u64)],
+        expires: &[u64],
         amount: u64,
     ) -> std::result::Result<Reservation, Code> {
         let mut nonces = lock(&self.inner.nonces);
         nonces.prune(now);
-        if nonces.contains(nonce, now) {
+        if nonces.seen(nonce, expiry, now) {
             return Err(Code::Replay);
         }
-        let reservation = self.reserve(path, amount).map_err(|_| Code::BudgetExhausted)?;
+        {
+            let mut accounts = lock(&self.inner.accounts);
+            accounts.now = accounts.now.max(now);
+        }
+        let until = |i: usize| expires.get(i).copied().unwrap_or(NEVER);
+        let reservation = self.reserve_until(path, &until, amount).map_err(|_| Code::BudgetExhausted)?;
         nonces.insert(*nonce, expiry);
         Ok(reservation)
     }
 
     /// One account's state.
     pub fn account(&self, id: &AccountId) -> Option<Account> {
-        lock(&self.inner.accounts).map.get(id).copied()
+        lock(&self.inner.accounts).map.get(id).map(|s| s.account)
     }
 
     /// Every account's state.
     pub fn accounts(&self) -> Vec<(AccountId, Account)> {
-        lock(&self.inner.accounts).map.iter().map(|(k, v)| (*k, *v)).collect()
+        lock(&self.inner.accounts).map.iter().map(|(k, v)| (*k, v.account)).collect()
+    }
+
+    /// How many accounts the ledger holds.
+    pub fn accounts_len(&self) -> usize {
+        lock(&self.inner.accounts).map.len()
     }
 
     /// How many nonces the replay set holds now (after pruning at `now`).
@@ -213,7 +397,7 @@ impl Ledger {
     fn settle(&self, path: &[AccountId], reserved: u64, charge: u64) {
         let mut accounts = lock(&self.inner.accounts);
         for id in path {
-            if let Some(acc) = accounts.map.get_mut(id) {
+            if let Some(Slot { account: acc, .. }) = accounts.map.get_mut(id) {
                 acc.reserved = acc.reserved.saturating_sub(reserved);
                 acc.spent = acc.spent.saturating_add(charge);
                 acc.overrun = acc.overrun.saturating_add(charge.saturating_sub(reserved));
@@ -304,7 +488,7 @@ impl Budget {
         let accounts = lock(&self.ledger.inner.accounts);
         self.path
             .iter()
-            .map(|(id, cap)| accounts.map.get(id).map_or(*cap, Account::room))
+            .map(|(id, cap)| accounts.map.get(id).map_or(*cap, |s| s.account.room()))
             .min()
             .unwrap_or(0)
     }

@@ -14,6 +14,7 @@
 pub mod audit;
 pub mod chain;
 mod error;
+pub mod fault;
 pub mod gate;
 pub mod hash;
 pub mod ledger;

@@ -254,6 +254,7 @@ fn split_sig(sig: &[u8]) -> Option<(&[u8; 32], Scalar)> {
 /// The per-item part of the rule: S < L, R canonical and not of small order, and
 /// `k`. The key `a` has already been decoded under the same rule.
 fn prepare(item: &SigItem<'_>, a_bytes: &[u8; 32], a: EdwardsPoint, key: u32, index: u32) -> Option<Prepared> {
+    crate::fault::inject("verify");
     let (r_bytes, s) = split_sig(item.sig)?;
     let r = decode_point(r_bytes)?;
     Some(Prepared { r, a, s, k: challenge(r_bytes, a_bytes, item.msg), key, index })

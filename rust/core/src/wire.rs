@@ -149,6 +149,7 @@ pub struct Chain<'a> {
 impl<'a> Chain<'a> {
     /// Parses `bytes` as SPEC §2's `Chain`.
     pub fn parse(bytes: &'a [u8]) -> Result<Self> {
+        crate::fault::inject("parse");
         if bytes.len() > MAX_CHAIN_LEN {
             return Err(malformed("chain", 0, "longer than 65536 bytes"));
         }

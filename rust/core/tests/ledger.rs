@@ -97,13 +97,44 @@ fn replay_set_stays_bounded_over_ten_million_requests() {
         set.prune(now);
         let mut nonce = [0u8; 16];
         nonce[..8].copy_from_slice(&i.to_le_bytes());
-        assert!(!set.contains(&nonce, now));
+        assert!(!set.seen(&nonce, ts + window, now));
         set.insert(nonce, ts + window);
         largest = largest.max(set.len());
     }
     let bound = rate * (window + 2 * skew + 1);
     assert!(largest as u64 <= bound, "{largest} nonces held, bound {bound}");
     assert!(largest as u64 >= rate * window, "the window is honoured: {largest}");
+}
+
+#[test]
+fn a_full_replay_set_refuses_no_fresh_request_when_it_covers_twice_the_skew() {
+    // 1,000 requests a second, timestamps within ±30 s: at most 60,000 nonces can
+    // still be fresh, so a set of 61,000 forgets only nonces that are stale anyway,
+    // and its horizon never reaches a fresh request. One of 30,000 refuses them.
+    let (rate, skew, window) = (1_000u64, 30u64, 300u64);
+    for (max, refused) in [(61_000, false), (30_000, true)] {
+        let mut set = NonceSet::with_capacity(max);
+        let mut seed = 7u64;
+        let mut any_refused = false;
+        for i in 0..1_000_000u64 {
+            let now = 1_000_000 + i / rate;
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let ts = now - skew + (seed >> 33) % (2 * skew + 1);
+            set.prune(now);
+            let mut nonce = [0u8; 16];
+            nonce[..8].copy_from_slice(&i.to_le_bytes());
+            if set.seen(&nonce, ts + window, now) {
+                any_refused = true;
+                continue;
+            }
+            set.insert(nonce, ts + window);
+            assert!(set.len() <= max);
+            // A replay of it is always refused, remembered or beyond the horizon.
+            assert!(set.seen(&nonce, ts + window, now));
+        }
+        assert_eq!(any_refused, refused, "max_nonces = {max}");
+        assert!(set.horizon().is_some());
+    }
 }
 
 #[test]

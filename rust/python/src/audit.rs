@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use hopgate_core::audit::{self, AuditLog, Fsync, Receipt, Report};
+use hopgate_macros::guarded;
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -23,6 +24,7 @@ pub struct PyReceipt {
     pub receipt: Receipt,
 }
 
+#[guarded]
 #[pymethods]
 impl PyReceipt {
     #[new]
@@ -175,6 +177,7 @@ fn receipts(py: Python<'_>, rs: Vec<Receipt>) -> PyResult<Vec<Py<PyReceipt>>> {
         .collect()
 }
 
+#[guarded]
 #[pymethods]
 impl PyAuditLog {
     #[new]
@@ -326,6 +329,7 @@ impl PyAuditLog {
 
 /// Verifies the log at `path` with `key`, without opening it for appending;
 /// returns an `AuditReport`.
+#[guarded]
 #[pyfunction]
 #[pyo3(signature = (path, *, key, progress = None))]
 pub fn audit_verify<'py>(

@@ -3,6 +3,7 @@
 use hopgate_core::chain::{self, Delegation, Policy, Request};
 use hopgate_core::wire::{self, Anchor, CommonFields};
 use hopgate_core::Code;
+use hopgate_macros::guarded;
 use numpy::PyArray1;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyTuple};
@@ -55,6 +56,7 @@ fn caps(obj: &Bound<'_, PyAny>) -> PyResult<Vec<(String, String)>> {
         .map_err(|_| input("caps: expected a list of (resource, ability) string pairs"))
 }
 
+#[guarded]
 #[pymethods]
 impl PyChain {
     /// Link 0: `issuer_sk` grants `holder_pk` the capabilities `caps` (a list of
@@ -310,6 +312,7 @@ impl From<&wire::Link<'_>> for PyLink {
     }
 }
 
+#[guarded]
 #[pymethods]
 impl PyLink {
     fn __repr__(&self) -> String {
@@ -323,6 +326,7 @@ pub fn unix_now() -> u64 {
 
 /// Verifies many chains (SPEC §4 steps (a)–(e)); one `Code` per chain as a numpy
 /// uint8 array. All signatures of all chains are checked in one batch, GIL released.
+#[guarded]
 #[pyfunction]
 #[pyo3(signature = (chains, trusted, now = None, session = None, revoked = None, *, offsets = None))]
 pub fn verify_chains<'py>(
@@ -348,6 +352,7 @@ pub fn verify_chains<'py>(
 }
 
 /// `(value, name)` of every decision code, for checking `hopgate.Code` against the core.
+#[guarded]
 #[pyfunction]
 pub fn code_names() -> Vec<(u8, &'static str)> {
     Code::ALL.iter().map(|c| (*c as u8, c.name())).collect()

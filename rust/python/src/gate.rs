@@ -1,6 +1,7 @@
 //! `Gate`: SPEC §6 in front of every request.
 
 use hopgate_core::gate::{Gate, GateConfig};
+use hopgate_macros::guarded;
 use numpy::PyArray1;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -32,11 +33,12 @@ fn decision<'py>(
     DECISION.import(py, "hopgate._decision", "Decision")?.call1((code, reservation, receipt))
 }
 
+#[guarded]
 #[pymethods]
 impl PyGate {
     #[new]
     #[pyo3(signature = (trusted, skew = 30, replay_window = 300, session = None, revoked = None, ledger = None,
-                        audit = None, cache_size = 100_000))]
+                        audit = None, cache_size = 100_000, max_batch = 65_536))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         trusted: &Bound<'_, PyAny>,
@@ -47,6 +49,7 @@ impl PyGate {
         ledger: Option<&Bound<'_, PyLedger>>,
         audit: Option<&Bound<'_, PyAny>>,
         cache_size: i64,
+        max_batch: i64,
     ) -> PyResult<Self> {
         let audit = match audit.filter(|a| !a.is_none()) {
             None => None,
@@ -72,6 +75,7 @@ impl PyGate {
             replay_window: non_negative(replay_window, "replay_window")?,
             session: session.map(|s| array::<16>(s, &|| "session".into())).transpose()?,
             cache_size: usize::try_from(non_negative(cache_size, "cache_size")?).unwrap_or(usize::MAX),
+            max_batch: usize::try_from(non_negative(max_batch, "max_batch")?).unwrap_or(usize::MAX),
         };
         let revoked = revoked.map(|r| key_set::<32>(r, "revoked")).transpose()?.unwrap_or_default();
         let ledger = ledger.map_or_else(Default::default, |l| l.get().ledger.clone());
@@ -92,6 +96,18 @@ impl PyGate {
     #[getter]
     fn ledger(&self) -> PyLedger {
         PyLedger { ledger: self.gate.ledger().clone() }
+    }
+
+    /// The most verified chains the cache holds.
+    #[getter]
+    fn cache_size(&self) -> usize {
+        self.gate.config().cache_size
+    }
+
+    /// The most requests one `check_batch` call takes.
+    #[getter]
+    fn max_batch(&self) -> usize {
+        self.gate.config().max_batch
     }
 
     /// How many verified chains the cache holds.

@@ -10,6 +10,7 @@
 
 use std::num::NonZeroUsize;
 
+use hopgate_macros::guarded;
 use numpy::{PyArray1, PyArray2, PyArrayMethods};
 use pyo3::exceptions::{PyOverflowError, PyTypeError};
 use pyo3::prelude::*;
@@ -51,6 +52,7 @@ fn many<'py>(
 }
 
 /// BLAKE3 of each message; returns an `(n, 32)` uint8 array.
+#[guarded]
 #[pyfunction]
 #[pyo3(signature = (data, offsets = None))]
 pub fn blake3_many<'py>(
@@ -62,6 +64,7 @@ pub fn blake3_many<'py>(
 }
 
 /// SHA-256 of each message; returns an `(n, 32)` uint8 array.
+#[guarded]
 #[pyfunction]
 #[pyo3(signature = (data, offsets = None))]
 pub fn sha256_many<'py>(
@@ -74,6 +77,7 @@ pub fn sha256_many<'py>(
 
 /// BLAKE3 keyed hash (a MAC) of each message under one 32-byte `key`; returns an
 /// `(n, 32)` uint8 array. `data` and `offsets` are as for `blake3_many`.
+#[guarded]
 #[pyfunction]
 #[pyo3(signature = (key, data, offsets = None))]
 pub fn mac_many<'py>(
@@ -88,6 +92,7 @@ pub fn mac_many<'py>(
 
 /// BLAKE3 of one bytes-like input, as 32 bytes. `threads`: `None` lets the core
 /// choose by size; an integer `n >= 1` hashes on exactly `n` threads.
+#[guarded]
 #[pyfunction]
 #[pyo3(signature = (data, threads = None))]
 pub fn blake3<'py>(
@@ -139,6 +144,7 @@ fn threads_arg(threads: Option<&Bound<'_, PyAny>>) -> PyResult<Option<NonZeroUsi
 
 /// The lane engine the core's BLAKE3 runs on this CPU: `"avx512"`, `"avx2"`,
 /// `"neon"` or `"portable"`.
+#[guarded]
 #[pyfunction]
 pub fn hash_backend() -> &'static str {
     hopgate_core::hash::backend()

@@ -2,6 +2,7 @@
 //! the core's parser and codec, so that the CLI and the ASGI gate need no copy.
 
 use hopgate_core::wire::{self, Invocation};
+use hopgate_macros::guarded;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
@@ -22,6 +23,7 @@ pub struct PyInvocation {
     signature: [u8; 64],
 }
 
+#[guarded]
 #[pymethods]
 impl PyInvocation {
     /// The last signature of the chain it is bound to.
@@ -84,6 +86,7 @@ impl PyInvocation {
 }
 
 /// Parses invocation bytes (SPEC §2), or raises `MalformedError`.
+#[guarded]
 #[pyfunction]
 pub fn parse_invocation(data: &Bound<'_, PyAny>) -> PyResult<PyInvocation> {
     let data = source(data, &|| "invocation".into())?;
@@ -102,6 +105,7 @@ pub fn parse_invocation(data: &Bound<'_, PyAny>) -> PyResult<PyInvocation> {
 }
 
 /// The text form of SPEC §2 (HTTP headers): base64url without padding.
+#[guarded]
 #[pyfunction]
 pub fn to_text(data: &Bound<'_, PyAny>) -> PyResult<String> {
     Ok(wire::to_text(source(data, &|| "data".into())?.as_slice()))
@@ -109,6 +113,7 @@ pub fn to_text(data: &Bound<'_, PyAny>) -> PyResult<String> {
 
 /// Decodes the text form strictly (no padding, only the alphabet, no non-zero
 /// leftover bits), or raises `MalformedError`.
+#[guarded]
 #[pyfunction]
 pub fn from_text<'py>(py: Python<'py>, text: &str) -> PyResult<Bound<'py, PyBytes>> {
     Ok(PyBytes::new(py, &wire::from_text(text).map_err(to_py)?))

@@ -1,6 +1,7 @@
 //! `SigningKey`, `verify` and `verify_batch`.
 
 use hopgate_core::sig::{self, Message, SigItem, SigningKey};
+use hopgate_macros::guarded;
 use numpy::PyArray1;
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
@@ -16,6 +17,7 @@ pub struct PySigningKey {
     pub(crate) key: SigningKey,
 }
 
+#[guarded]
 #[pymethods]
 impl PySigningKey {
     /// A new key from the operating system's random number generator.
@@ -68,6 +70,7 @@ impl PySigningKey {
 
 /// True iff `sig` is a valid signature of `msg` by `pk` under SPEC §3. Wrong lengths
 /// are simply invalid (False), never an exception.
+#[guarded]
 #[pyfunction]
 pub fn verify(py: Python<'_>, msg: &Bound<'_, PyAny>, sig: &Bound<'_, PyAny>, pk: &Bound<'_, PyAny>) -> PyResult<bool> {
     let (msg, sig, pk) = (source(msg, &|| "msg".into())?, source(sig, &|| "sig".into())?, source(pk, &|| "pk".into())?);
@@ -77,6 +80,7 @@ pub fn verify(py: Python<'_>, msg: &Bound<'_, PyAny>, sig: &Bound<'_, PyAny>, pk
 
 /// `verify` over many items at once; returns a numpy bool array. Items are
 /// checked in one batched multiscalar multiplication, on all cores, GIL released.
+#[guarded]
 #[pyfunction]
 #[pyo3(signature = (msgs, sigs, pks, *, offsets = None))]
 pub fn verify_batch<'py>(

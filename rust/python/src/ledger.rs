@@ -10,6 +10,7 @@
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use hopgate_core::ledger::{self, Ledger};
+use hopgate_macros::guarded;
 use pyo3::exceptions::{PyResourceWarning, PyTypeError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -42,11 +43,37 @@ pub struct PyLedger {
     pub(crate) ledger: Ledger,
 }
 
+#[guarded]
 #[pymethods]
 impl PyLedger {
+    /// An empty ledger holding at most `max_accounts` accounts and remembering at
+    /// most `max_nonces` replay nonces (both at least 1; FORMAT.md, "Limits").
     #[new]
-    fn new() -> Self {
-        PyLedger { ledger: Ledger::new() }
+    #[pyo3(signature = (*, max_accounts = ledger::DEFAULT_MAX_ACCOUNTS as i64, max_nonces = ledger::DEFAULT_MAX_NONCES as i64))]
+    fn new(max_accounts: i64, max_nonces: i64) -> PyResult<Self> {
+        let count = |v: i64, name: &str| {
+            usize::try_from(v).ok().filter(|&v| v >= 1).ok_or_else(|| input(format!("{name}: must be at least 1, got {v}")))
+        };
+        let limits = ledger::Limits { max_accounts: count(max_accounts, "max_accounts")?, max_nonces: count(max_nonces, "max_nonces")? };
+        Ok(PyLedger { ledger: Ledger::with_limits(limits).map_err(to_py)? })
+    }
+
+    /// The most accounts this ledger holds at once.
+    #[getter]
+    fn max_accounts(&self) -> usize {
+        self.ledger.limits().max_accounts
+    }
+
+    /// The most replay nonces this ledger remembers at once.
+    #[getter]
+    fn max_nonces(&self) -> usize {
+        self.ledger.limits().max_nonces
+    }
+
+    /// How many replay nonces are remembered at `now` (default: the clock).
+    #[pyo3(signature = (now = None))]
+    fn nonces(&self, now: Option<u64>) -> usize {
+        self.ledger.nonces_len(now.unwrap_or_else(crate::chain::unix_now))
     }
 
     /// A budget on `path`: a `Chain` (one account per link: its revocation id, capped
@@ -109,6 +136,7 @@ impl PyBudget {
     }
 }
 
+#[guarded]
 #[pymethods]
 impl PyBudget {
     /// Reserves `amount` on every account of the path, atomically. Raises
@@ -197,6 +225,7 @@ impl PyReservation {
     }
 }
 
+#[guarded]
 #[pymethods]
 impl PyReservation {
     /// The amount held.
@@ -257,7 +286,7 @@ impl PyReservation {
     }
 
     fn __repr__(&self) -> String {
-        format!("Reservation(amount={}, settled={})", self.amount, if self.settled() { "True" } else { "False" })
+        format!("Reservation(amount={}, settled={})", self.amount, if lock(&self.inner).is_none() { "True" } else { "False" })
     }
 }
 

@@ -40,6 +40,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(hash::mac_many, m)?)?;
     m.add_function(wrap_pyfunction!(hash::blake3, m)?)?;
     m.add_function(wrap_pyfunction!(hash::hash_backend, m)?)?;
+    #[cfg(feature = "test-hooks")]
+    m.add_function(wrap_pyfunction!(errors::_inject_panic, m)?)?;
     m.add("PARALLEL_THRESHOLD", hopgate_core::sig::PARALLEL_THRESHOLD)?;
     m.add("MAX_CHAIN_LEN", hopgate_core::wire::MAX_CHAIN_LEN)?;
     m.add("MAX_LINKS", hopgate_core::wire::MAX_LINKS)?;

@@ -240,6 +240,7 @@ impl Engine {
     /// `key` is the IV (or, keyed, the key words) every job starts from.
     #[allow(unsafe_code)]
     pub fn hash_range<J: Jobs + ?Sized>(self, key: &[u32; 8], jobs: &J, start: usize, out: &mut [[u8; 32]]) {
+        crate::fault::inject("hash");
         match self.kind {
             // SAFETY: `range_avx512` is a safe function compiled with AVX-512F
             // enabled; calling it is sound exactly when the CPU executes AVX-512F
