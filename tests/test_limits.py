@@ -207,5 +207,10 @@ def test_batches_are_bounded_by_max_batch(impl: ModuleType) -> None:
 
 
 def test_default_limits(impl: ModuleType) -> None:
+    from hopgate import _native
+
     g = gate(impl)
-    assert (g.cache_size, g.max_batch) == (100_000, 65_536)
+    assert (g.cache_size, g.max_batch) == (_native.DEFAULT_CACHE_SIZE, _native.DEFAULT_MAX_BATCH)
+    ledger = impl.Ledger()
+    assert (ledger.max_accounts, ledger.max_nonces) == (
+        _native.DEFAULT_MAX_ACCOUNTS, _native.DEFAULT_MAX_NONCES)

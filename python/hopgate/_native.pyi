@@ -22,6 +22,10 @@ __all__ = [
     "AuditLog",
     "Budget",
     "Chain",
+    "DEFAULT_CACHE_SIZE",
+    "DEFAULT_MAX_ACCOUNTS",
+    "DEFAULT_MAX_BATCH",
+    "DEFAULT_MAX_NONCES",
     "Gate",
     "Invocation",
     "Ledger",
@@ -52,6 +56,10 @@ PARALLEL_THRESHOLD: int
 MAX_CHAIN_LEN: int
 MAX_LINKS: int
 MAX_CAPS: int
+DEFAULT_MAX_ACCOUNTS: int
+DEFAULT_MAX_NONCES: int
+DEFAULT_CACHE_SIZE: int
+DEFAULT_MAX_BATCH: int
 
 @final
 class SigningKey:

@@ -49,7 +49,9 @@ impl PyLedger {
     /// An empty ledger holding at most `max_accounts` accounts and remembering at
     /// most `max_nonces` replay nonces (both at least 1; FORMAT.md, "Limits").
     #[new]
-    #[pyo3(signature = (*, max_accounts = ledger::DEFAULT_MAX_ACCOUNTS as i64, max_nonces = ledger::DEFAULT_MAX_NONCES as i64))]
+    // Literals, so that the text signature (and stubtest) shows them; a test checks
+    // they equal the core's DEFAULT_MAX_ACCOUNTS and DEFAULT_MAX_NONCES.
+    #[pyo3(signature = (*, max_accounts = 1_000_000, max_nonces = 1_000_000))]
     fn new(max_accounts: i64, max_nonces: i64) -> PyResult<Self> {
         let count = |v: i64, name: &str| {
             usize::try_from(v).ok().filter(|&v| v >= 1).ok_or_else(|| input(format!("{name}: must be at least 1, got {v}")))

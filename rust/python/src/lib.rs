@@ -41,10 +41,18 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(hash::blake3, m)?)?;
     m.add_function(wrap_pyfunction!(hash::hash_backend, m)?)?;
     #[cfg(feature = "test-hooks")]
-    m.add_function(wrap_pyfunction!(errors::_inject_panic, m)?)?;
+    {
+        // Private: kept out of `__all__`, so the public surface is the wheels' one.
+        m.add_function(wrap_pyfunction!(errors::_inject_panic, m)?)?;
+        m.index()?.call_method1("remove", ("_inject_panic",))?;
+    }
     m.add("PARALLEL_THRESHOLD", hopgate_core::sig::PARALLEL_THRESHOLD)?;
     m.add("MAX_CHAIN_LEN", hopgate_core::wire::MAX_CHAIN_LEN)?;
     m.add("MAX_LINKS", hopgate_core::wire::MAX_LINKS)?;
     m.add("MAX_CAPS", hopgate_core::wire::MAX_CAPS)?;
+    m.add("DEFAULT_MAX_ACCOUNTS", hopgate_core::ledger::DEFAULT_MAX_ACCOUNTS)?;
+    m.add("DEFAULT_MAX_NONCES", hopgate_core::ledger::DEFAULT_MAX_NONCES)?;
+    m.add("DEFAULT_CACHE_SIZE", hopgate_core::gate::DEFAULT_CACHE_SIZE)?;
+    m.add("DEFAULT_MAX_BATCH", hopgate_core::gate::DEFAULT_MAX_BATCH)?;
     Ok(())
 }
