@@ -57,9 +57,9 @@ pub struct Overrun {
     pub actual: u64,
 }
 
-/// Default of [`Limits::max_accounts`]: about 200 MB at most.
+/// Default of [`Limits::max_accounts`]: about 250 MB at most (docs/FORMAT.md, "Limits").
 pub const DEFAULT_MAX_ACCOUNTS: usize = 1_000_000;
-/// Default of [`Limits::max_nonces`]: about 100 MB at most.
+/// Default of [`Limits::max_nonces`]: about 80 MB at most.
 pub const DEFAULT_MAX_NONCES: usize = 1_000_000;
 /// An account opened without an expiry (by [`Ledger::budget`]) is never forgotten.
 pub const NEVER: u64 = u64::MAX;
