@@ -6,13 +6,20 @@
 //! or other buffers whose `writeable` flag is off (a read-only view is the caller's
 //! promise that nobody writes through another alias meanwhile). Anything writable
 //! (`bytearray`, writable numpy arrays, writable memoryviews) is copied under the GIL
-//! first: a copy is cheap next to a signature and removes any data race.
+//! first: a copy is cheap next to a signature and removes any data race with Python
+//! code (a writer in C that releases the GIL can still tear the copy; it is then
+//! the digest or verdict of the bytes read, never a read out of bounds).
 //!
-//! Generic buffers are reached through `numpy.frombuffer`, which speaks the buffer
-//! protocol on every Python version, so the abi3 wheel for Python ≥ 3.9 stays
-//! zero-copy even though the limited API only gained the buffer protocol in 3.11.
+//! What is a bytes-like object here is what `hopgate.reference` accepts (one rule,
+//! tested by the fuzzers in fuzz/python): a buffer whose items are single bytes
+//! (any 1-byte dtype or format: uint8, int8, bool, 'c', ...), C-contiguous, of any
+//! shape (read in C order). A strided view is refused rather than silently copied.
+//!
+//! Generic buffers are reached through `memoryview` and `numpy.frombuffer`, which
+//! speak the buffer protocol on every Python version, so the abi3 wheel for Python
+//! ≥ 3.9 stays zero-copy even though the limited API only gained it in 3.11.
 
-use numpy::{PyArrayMethods, PyReadonlyArray1, PyUntypedArray, PyUntypedArrayMethods};
+use numpy::{PyArrayDescrMethods, PyArrayMethods, PyReadonlyArray1, PyUntypedArray, PyUntypedArrayMethods};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyByteArray, PyBytes, PyList, PyTuple};
@@ -45,13 +52,35 @@ impl Source<'_> {
     }
 }
 
-fn numpy_frombuffer<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+/// `module.name`, imported once.
+fn cached<'py>(py: Python<'py>, cell: &'static PyOnceLock<Py<PyAny>>, module: &str, name: &str) -> PyResult<&'py Bound<'py, PyAny>> {
+    Ok(cell.get_or_try_init(py, || -> PyResult<_> { Ok(py.import(module)?.getattr(name)?.unbind()) })?.bind(py))
+}
+
+/// A generic buffer as a flat uint8 array (borrowing its memory), if it holds
+/// C-contiguous single bytes.
+fn buffer_array<'py>(obj: &Bound<'py, PyAny>, what: &dyn Fn() -> String) -> PyResult<Bound<'py, PyUntypedArray>> {
+    static MEMORYVIEW: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
     static FROMBUFFER: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
     let py = obj.py();
-    let f = FROMBUFFER.get_or_try_init(py, || -> PyResult<_> {
-        Ok(py.import("numpy")?.getattr("frombuffer")?.unbind())
-    })?;
-    f.bind(py).call1((obj, "uint8"))
+    let view = cached(py, &MEMORYVIEW, "builtins", "memoryview")?
+        .call1((obj,))
+        .map_err(|_| input(format!("{}: expected a bytes-like object, got {}", what(), type_name(obj))))?;
+    let itemsize: usize = view.getattr("itemsize")?.extract()?;
+    if itemsize != 1 {
+        let format: String = view.getattr("format")?.extract()?;
+        return Err(input(format!("{}: expected a buffer of single bytes, got items of {itemsize} bytes (format {format:?})", what())));
+    }
+    if !view.getattr("c_contiguous")?.extract::<bool>()? {
+        return Err(not_contiguous(what));
+    }
+    // A 1-byte, C-contiguous buffer is its bytes in order: `frombuffer` views them.
+    let flat = cached(py, &FROMBUFFER, "numpy", "frombuffer")?.call1((view.call_method1("cast", ("B",))?, "uint8"))?;
+    Ok(flat.cast_into::<PyUntypedArray>()?)
+}
+
+fn not_contiguous(what: &dyn Fn() -> String) -> PyErr {
+    input(format!("{}: the buffer is not C-contiguous (a strided view); pass numpy.ascontiguousarray(...) or bytes", what()))
 }
 
 /// Reads one bytes-like object; `what` names it in errors.
@@ -65,20 +94,26 @@ pub fn source<'py>(obj: &Bound<'py, PyAny>, what: &dyn Fn() -> String) -> PyResu
     if let Ok(b) = obj.cast::<PyByteArray>() {
         return Ok(Source::Owned(b.to_vec()));
     }
-    let array = if let Ok(a) = obj.cast::<PyUntypedArray>() {
-        a.clone()
-    } else {
-        numpy_frombuffer(obj)
-            .map_err(|_| input(format!("{}: expected a bytes-like object, got {}", what(), type_name(obj))))?
-            .cast_into::<PyUntypedArray>()
-            .map_err(|_| input(format!("{}: not a buffer", what())))?
+    let array = match obj.cast::<PyUntypedArray>() {
+        Ok(a) => {
+            if a.dtype().itemsize() != 1 {
+                return Err(input(format!("{}: expected a buffer of single bytes, got dtype {}", what(), dtype_name(a))));
+            }
+            if !a.is_c_contiguous() {
+                return Err(not_contiguous(what));
+            }
+            a.clone()
+        }
+        Err(_) => buffer_array(obj, what)?,
     };
+    // Any 1-byte dtype (int8, bool, 'S1', ...) is bytes: view it as uint8, flat.
     let flat = array
-        .call_method1("reshape", (-1,))
+        .call_method1("view", ("uint8",))
+        .and_then(|a| a.call_method1("reshape", (-1,)))
         .and_then(|a| Ok(a.cast_into::<numpy::PyArray1<u8>>()?))
-        .map_err(|_| input(format!("{}: expected uint8 data, got dtype {}", what(), dtype_name(&array))))?;
+        .map_err(|_| input(format!("{}: cannot read dtype {} as bytes", what(), dtype_name(&array))))?;
     let writeable: bool = flat.getattr("flags")?.getattr("writeable")?.extract()?;
-    if writeable || !flat.is_contiguous() {
+    if writeable {
         Ok(Source::Owned(flat.to_vec().map_err(|e| input(format!("{}: {e}", what())))?))
     } else {
         Ok(Source::Array(flat.readonly()))
@@ -157,20 +192,38 @@ pub fn fixed<'py>(obj: &Bound<'py, PyAny>, width: usize, name: &str) -> PyResult
     Ok(Batch { sources: vec![data], cuts: Some(cuts) })
 }
 
+/// Offsets as `i64`, copied (they are small): a 1-D array of any integer dtype, or
+/// anything `numpy.asarray` makes one of (a list of ints). Strided arrays are fine.
+/// A `uint64` offset beyond `i64::MAX` is kept as `i64::MAX`: past any buffer's end.
 fn offsets_vec(obj: &Bound<'_, PyAny>) -> PyResult<Vec<i64>> {
-    if let Ok(a) = obj.cast::<PyUntypedArray>() {
-        if a.ndim() != 1 {
-            return Err(input(format!("offsets: expected a 1-D array, got {} dimensions", a.ndim())));
-        }
-        if let Ok(a) = a.cast::<numpy::PyArray1<i64>>() {
-            return a.to_vec().map_err(|e| input(format!("offsets: {e}")));
-        }
-        if let Ok(a) = a.cast::<numpy::PyArray1<i32>>() {
-            return Ok(a.to_vec().map_err(|e| input(format!("offsets: {e}")))?.into_iter().map(i64::from).collect());
-        }
-        return Err(input(format!("offsets: expected int64 or int32, got dtype {}", dtype_name(a))));
+    static ASARRAY: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    let array = match obj.cast::<PyUntypedArray>() {
+        Ok(a) => a.clone(),
+        Err(_) => cached(obj.py(), &ASARRAY, "numpy", "asarray")?
+            .call1((obj,))
+            .ok()
+            .and_then(|a| a.cast_into::<PyUntypedArray>().ok())
+            .ok_or_else(|| input(format!("offsets: expected an array of integers, got {}", type_name(obj))))?,
+    };
+    if array.ndim() != 1 {
+        return Err(input(format!("offsets: must be 1-D, got {} dimensions", array.ndim())));
     }
-    obj.extract::<Vec<i64>>().map_err(|_| input(format!("offsets: expected a sequence of integers, got {}", type_name(obj))))
+    if array.len() == 0 {
+        // Checked before the dtype: `numpy.asarray([])` is float64.
+        return Err(input("offsets: need at least one entry (n + 1 offsets for n items)"));
+    }
+    let kind = array.dtype().kind();
+    if kind != b'i' && kind != b'u' {
+        return Err(input(format!("offsets: must be integers, got dtype {}", dtype_name(&array))));
+    }
+    let read = |e: numpy::BorrowError| input(format!("offsets: {e}"));
+    if let Ok(a) = array.cast::<numpy::PyArray1<u64>>() {
+        return Ok(a.try_readonly().map_err(read)?.as_array().iter().map(|&v| i64::try_from(v).unwrap_or(i64::MAX)).collect());
+    }
+    // Every other integer dtype fits in int64 exactly.
+    let wide = array.call_method1("astype", ("int64",))?.cast_into::<numpy::PyArray1<i64>>()?;
+    let wide = wide.try_readonly().map_err(read)?;
+    Ok(wide.as_array().to_vec())
 }
 
 /// Validates Arrow offsets against a buffer of `len` bytes.
