@@ -316,14 +316,16 @@ pub fn verify_batch(items: &[SigItem<'_>]) -> Vec<bool> {
     };
 
     let mut ok = vec![false; candidates.len()];
-    if parallel {
+    if candidates.is_empty() {
+        // Every item failed a per-item check (nothing to group: `groups` would be 0).
+    } else if parallel {
         let threads = rayon::current_num_threads().max(1);
         let groups = candidates.len().div_ceil(MAX_GROUP).next_multiple_of(threads);
         let size = candidates.len().div_ceil(groups).max(1);
         candidates.par_chunks(size).zip(ok.par_chunks_mut(size)).for_each(|(group, ok)| {
             find_valid(group, ok, &mut ChaCha20Rng::from_entropy());
         });
-    } else if !candidates.is_empty() {
+    } else {
         let mut rng = ChaCha20Rng::from_entropy();
         for (group, ok) in candidates.chunks(MAX_GROUP).zip(ok.chunks_mut(MAX_GROUP)) {
             find_valid(group, ok, &mut rng);

@@ -98,6 +98,22 @@ fn wrong_lengths_fail_without_panicking() {
 }
 
 #[test]
+fn a_large_batch_where_every_item_fails_early() {
+    // Found by the million-item test: a batch above the parallel threshold in which
+    // no item passes the per-item checks used to divide by zero.
+    let key = SigningKey::generate();
+    let bad_s = [0xFF; 64]; // S >= L: refused before the equation
+    for n in [47, 48, 49, 1000] {
+        let items: Vec<SigItem<'_>> =
+            (0..n).map(|_| SigItem { msg: Message::plain(b"m"), sig: &bad_s, pk: key.public_key() }).collect();
+        assert_eq!(verify_batch(&items), vec![false; n], "n = {n}");
+        let short: Vec<SigItem<'_>> =
+            (0..n).map(|_| SigItem { msg: Message::plain(b"m"), sig: &bad_s[..5], pk: key.public_key() }).collect();
+        assert_eq!(verify_batch(&short), vec![false; n], "n = {n}");
+    }
+}
+
+#[test]
 fn prefix_and_body_hash_as_concatenation() {
     let key = SigningKey::generate();
     let sig = key.sign(Message { prefix: b"dom\0", body: b"body" });
