@@ -15,7 +15,8 @@ from typing_extensions import Buffer
 from typing import NoReturn
 
 _BytesLike = Union[bytes, bytearray, memoryview, npt.NDArray[np.uint8], Buffer]
-_Offsets = Union[npt.NDArray[np.int64], npt.NDArray[np.int32], Sequence[int]]
+# Any integer dtype (int64 and int32 are the zero-conversion ones), or a sequence of ints.
+_Offsets = Union[npt.NDArray[np.integer], Sequence[int]]
 _Batch = Union[Sequence[_BytesLike], _BytesLike]
 
 __all__ = [
