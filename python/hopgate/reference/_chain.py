@@ -474,7 +474,7 @@ def verify_chains(
     trusted: Iterable[bytes],
     now: Optional[int] = None,
     session: Optional[bytes] = None,
-    revoked: Iterable[bytes] = (),
+    revoked: Optional[Iterable[bytes]] = (),
     *,
     offsets: object | None = None,
 ) -> npt.NDArray[np.uint8]:
@@ -492,7 +492,7 @@ def verify_chains(
     trusted_keys = _key_set(trusted, 32, "trusted")
     when = int(time.time()) if now is None else check_uint(now, 64, "now")
     expected_session = None if session is None else check_fixed(session, 16, "session")
-    revoked_ids = _key_set(revoked, 32, "revoked")
+    revoked_ids = _key_set(() if revoked is None else revoked, 32, "revoked")
     return np.array(
         [chain_code(raw, trusted_keys, when, expected_session, revoked_ids) for raw in items],
         dtype=np.uint8,

@@ -87,7 +87,7 @@ class Gate:
         skew: int = 30,
         replay_window: int = 300,
         session: Optional[bytes] = None,
-        revoked: Iterable[bytes] = (),
+        revoked: Optional[Iterable[bytes]] = (),
         ledger: Optional[Ledger] = None,
         audit: object = None,
         cache_size: int = 100_000,
@@ -104,7 +104,8 @@ class Gate:
                 f"({2 * self._skew})"
             )
         self._session = None if session is None else check_fixed(session, SESSION_ID_LEN, "session")
-        self._revoked = _key_set(revoked, REVOCATION_ID_LEN, "revoked")
+        self._revoked = _key_set((), REVOCATION_ID_LEN, "revoked") if revoked is None else _key_set(
+            revoked, REVOCATION_ID_LEN, "revoked")
         if ledger is None:
             ledger = Ledger()
         elif not isinstance(ledger, Ledger):

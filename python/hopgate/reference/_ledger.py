@@ -73,8 +73,9 @@ __all__ = ["Ledger", "Budget", "Reservation"]
 ACCOUNT_ID_LEN = 32
 DEFAULT_MAX_ACCOUNTS = 1_000_000
 DEFAULT_MAX_NONCES = 1_000_000
+U64_MAX = (1 << 64) - 1
 #: The expiry of an account that is never forgotten (opened by a budget).
-NEVER = (1 << 64) - 1
+NEVER = U64_MAX
 
 #: One step of a path: (account id, cap).
 PathEntry = Tuple[bytes, int]
@@ -373,8 +374,6 @@ class Ledger:
 
 def _count(value: object, name: str) -> int:
     """A limit: an integer of at least 1."""
-    if isinstance(value, bool):
-        raise InputError(f"{name}: expected an integer, got bool")
     number = check_uint(value, 64, name)
     if number < 1:
         raise InputError(f"{name}: must be at least 1, got {number}")
@@ -385,7 +384,7 @@ def _forfeit_locked(accounts: Sequence[_AccountState], amount: int) -> None:
     # The money-safe default: the caller may have spent what it reserved.
     for state in accounts:
         state.reserved -= amount
-        state.spent += amount
+        state.spent = min(state.spent + amount, U64_MAX)
 
 
 class Budget(_Affine):
@@ -532,8 +531,9 @@ class Reservation(_Affine):
             self._settle_locked()
             for state in self._accounts:
                 state.reserved -= self._amount
-                state.spent += charged
-                state.overrun += excess
+                # u64 counters, saturating as the core's do (docs/FORMAT.md).
+                state.spent = min(state.spent + charged, U64_MAX)
+                state.overrun = min(state.overrun + excess, U64_MAX)
         if excess:
             raise OverrunError(
                 f"committed {charged}, {excess} more than the {self._amount} reserved; "

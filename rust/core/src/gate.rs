@@ -142,10 +142,11 @@ struct Parsed<'a> {
 impl Gate {
     /// A gate on `ledger` (shared with other gates given the same ledger).
     pub fn new(config: GateConfig, revoked: HashSet<[u8; 32]>, ledger: Ledger) -> Result<Self> {
-        if config.replay_window < config.skew.saturating_mul(2) {
+        let twice_skew = 2 * u128::from(config.skew);
+        if u128::from(config.replay_window) < twice_skew {
             return Err(Error::input(
                 "replay_window",
-                format!("must be at least 2 * skew ({}), got {}", config.skew.saturating_mul(2), config.replay_window),
+                format!("must be at least 2 * skew ({twice_skew}), got {}", config.replay_window),
             ));
         }
         if config.max_batch == 0 {

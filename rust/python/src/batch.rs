@@ -22,7 +22,7 @@
 use numpy::{PyArrayDescrMethods, PyArrayMethods, PyReadonlyArray1, PyUntypedArray, PyUntypedArrayMethods};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyByteArray, PyBytes, PyList, PyTuple};
+use pyo3::types::{PyByteArray, PyBytes};
 
 use crate::chain::PyChain;
 use crate::errors::input;
@@ -83,13 +83,28 @@ fn not_contiguous(what: &dyn Fn() -> String) -> PyErr {
     input(format!("{}: the buffer is not C-contiguous (a strided view); pass numpy.ascontiguousarray(...) or bytes", what()))
 }
 
-/// Reads one bytes-like object; `what` names it in errors.
+/// Reads a chain: a `Chain` object, or a bytes-like object; `what` names it in errors.
+pub fn chain_source<'py>(obj: &Bound<'py, PyAny>, what: &dyn Fn() -> String) -> PyResult<Source<'py>> {
+    match obj.cast::<PyChain>() {
+        Ok(c) => Ok(Source::Chain(c.clone())),
+        Err(_) => source(obj, what),
+    }
+}
+
+/// True iff `obj` exposes the buffer protocol (a single buffer, not a list of items).
+fn is_buffer(obj: &Bound<'_, PyAny>) -> PyResult<bool> {
+    static MEMORYVIEW: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    if obj.is_instance_of::<PyBytes>() || obj.is_instance_of::<PyByteArray>() || obj.cast::<PyUntypedArray>().is_ok() {
+        return Ok(true);
+    }
+    Ok(cached(obj.py(), &MEMORYVIEW, "builtins", "memoryview")?.call1((obj,)).is_ok())
+}
+
+/// Reads one bytes-like object; `what` names it in errors. (A `Chain` is not
+/// bytes-like: pass `bytes(chain)`; only chain arguments take one, `chain_source`.)
 pub fn source<'py>(obj: &Bound<'py, PyAny>, what: &dyn Fn() -> String) -> PyResult<Source<'py>> {
     if let Ok(b) = obj.cast::<PyBytes>() {
         return Ok(Source::Bytes(b.clone()));
-    }
-    if let Ok(c) = obj.cast::<PyChain>() {
-        return Ok(Source::Chain(c.clone()));
     }
     if let Ok(b) = obj.cast::<PyByteArray>() {
         return Ok(Source::Owned(b.to_vec()));
@@ -153,22 +168,37 @@ impl Batch<'_> {
     }
 }
 
-fn items<'py>(obj: &Bound<'py, PyAny>, name: &str) -> PyResult<Vec<Source<'py>>> {
-    if obj.is_instance_of::<PyBytes>() || obj.cast::<PyUntypedArray>().is_ok() {
+/// How one item of a list is read: `source`, or `chain_source` for chains.
+type Read = for<'py> fn(&Bound<'py, PyAny>, &dyn Fn() -> String) -> PyResult<Source<'py>>;
+
+fn items<'py>(obj: &Bound<'py, PyAny>, name: &str, read: Read) -> PyResult<Vec<Source<'py>>> {
+    if is_buffer(obj)? {
         return Err(input(format!(
             "{name}: expected a list of bytes-like objects (one buffer needs `offsets`), got {}",
             type_name(obj)
         )));
     }
+    if obj.is_instance_of::<pyo3::types::PyString>() {
+        return Err(input(format!("{name}: expected a list of bytes-like objects, got str")));
+    }
     let iter = obj.try_iter().map_err(|_| input(format!("{name}: expected a list, got {}", type_name(obj))))?;
-    iter.enumerate().map(|(i, item)| source(&item?, &|| format!("{name}[{i}]"))).collect()
+    iter.enumerate().map(|(i, item)| read(&item?, &|| format!("{name}[{i}]"))).collect()
 }
 
 /// A batch of variable-length items: a list of bytes-like objects, or one buffer
 /// cut by `offsets` (n + 1 non-decreasing integers, Arrow layout).
 pub fn variable<'py>(obj: &Bound<'py, PyAny>, offsets: Option<&Bound<'py, PyAny>>, name: &str) -> PyResult<Batch<'py>> {
+    variable_with(obj, offsets, name, source)
+}
+
+/// [`variable`] for chains: list items may also be `Chain` objects.
+pub fn chains<'py>(obj: &Bound<'py, PyAny>, offsets: Option<&Bound<'py, PyAny>>, name: &str) -> PyResult<Batch<'py>> {
+    variable_with(obj, offsets, name, chain_source)
+}
+
+fn variable_with<'py>(obj: &Bound<'py, PyAny>, offsets: Option<&Bound<'py, PyAny>>, name: &str, read: Read) -> PyResult<Batch<'py>> {
     let Some(offsets) = offsets else {
-        return Ok(Batch { sources: items(obj, name)?, cuts: None });
+        return Ok(Batch { sources: items(obj, name, read)?, cuts: None });
     };
     let data = source(obj, &|| name.to_string())?;
     let len = data.as_slice().len();
@@ -180,8 +210,8 @@ pub fn variable<'py>(obj: &Bound<'py, PyAny>, offsets: Option<&Bound<'py, PyAny>
 /// A batch of fixed-width items (signatures, keys): a list, or one buffer of
 /// `n * width` bytes (e.g. a numpy `(n, width)` uint8 array).
 pub fn fixed<'py>(obj: &Bound<'py, PyAny>, width: usize, name: &str) -> PyResult<Batch<'py>> {
-    if obj.is_instance_of::<PyList>() || obj.is_instance_of::<PyTuple>() {
-        return Ok(Batch { sources: items(obj, name)?, cuts: None });
+    if !is_buffer(obj)? {
+        return Ok(Batch { sources: items(obj, name, source)?, cuts: None });
     }
     let data = source(obj, &|| name.to_string())?;
     let len = data.as_slice().len();

@@ -36,11 +36,11 @@ fn opt_array<const N: usize>(obj: Option<&Bound<'_, PyAny>>, name: &'static str)
     obj.map(|o| array::<N>(o, &|| name.to_string())).transpose()
 }
 
-fn int<T: for<'a, 'py> FromPyObject<'a, 'py>>(obj: &Bound<'_, PyAny>, name: &str, range: &str) -> PyResult<T> {
+pub(crate) fn int<T: for<'a, 'py> FromPyObject<'a, 'py>>(obj: &Bound<'_, PyAny>, name: &str, range: &str) -> PyResult<T> {
     obj.extract::<T>().map_err(|_| input(format!("{name}: expected an integer in {range}")))
 }
 
-fn opt_int<T: for<'a, 'py> FromPyObject<'a, 'py>>(
+pub(crate) fn opt_int<T: for<'a, 'py> FromPyObject<'a, 'py>>(
     obj: Option<&Bound<'_, PyAny>>,
     name: &str,
     range: &str,
@@ -48,7 +48,19 @@ fn opt_int<T: for<'a, 'py> FromPyObject<'a, 'py>>(
     obj.map(|o| int::<T>(o, name, range)).transpose()
 }
 
-const U64: &str = "0..=2**64-1";
+pub(crate) const U64: &str = "0..=2**64-1";
+
+/// Defines `fn $name(&Bound<PyAny>) -> PyResult<u64>` for `#[pyo3(from_py_with = ..)]`:
+/// an integer argument `$arg` in 0..=2**64-1, else `InputError` naming it (as the
+/// reference's `check_uint` does; PyO3's own u64 conversion would raise OverflowError).
+macro_rules! u64_arg {
+    ($name:ident, $arg:literal) => {
+        pub(crate) fn $name(obj: &Bound<'_, PyAny>) -> PyResult<u64> {
+            crate::chain::int(obj, $arg, crate::chain::U64)
+        }
+    };
+}
+pub(crate) use u64_arg;
 const U8: &str = "0..=255";
 
 fn caps(obj: &Bound<'_, PyAny>) -> PyResult<Vec<(String, String)>> {
@@ -167,8 +179,8 @@ impl PyChain {
     /// Parses the text form (base64url without padding, as in the `Hopgate-Chain`
     /// header); padding, foreign characters and non-zero leftover bits are refused.
     #[staticmethod]
-    fn from_text(text: &str) -> PyResult<Self> {
-        let bytes = wire::from_text(text).map_err(to_py)?;
+    fn from_text(text: &Bound<'_, PyAny>) -> PyResult<Self> {
+        let bytes = wire::from_text(&crate::invocation::text_arg(text)?).map_err(to_py)?;
         wire::Chain::parse(&bytes).map_err(to_py)?;
         Ok(PyChain { bytes })
     }
@@ -338,7 +350,7 @@ pub fn verify_chains<'py>(
     revoked: Option<&Bound<'py, PyAny>>,
     offsets: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyArray1<u8>>> {
-    let batch = batch::variable(chains, offsets, "chains")?;
+    let batch = batch::chains(chains, offsets, "chains")?;
     let trusted = batch::key_set::<32>(trusted, "trusted")?;
     let revoked = revoked.map(|r| batch::key_set::<32>(r, "revoked")).transpose()?.unwrap_or_default();
     let session = opt_array::<16>(session, "session")?;

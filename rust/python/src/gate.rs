@@ -9,7 +9,12 @@ use pyo3::types::PyTuple;
 
 use crate::audit::{PyAuditLog, PyReceipt};
 use crate::batch::{self, array, key_set};
-use crate::chain::unix_now;
+use crate::chain::{opt_int, u64_arg, unix_now, U64};
+
+u64_arg!(skew_arg, "skew");
+u64_arg!(replay_window_arg, "replay_window");
+u64_arg!(cache_size_arg, "cache_size");
+u64_arg!(max_batch_arg, "max_batch");
 use crate::errors::{input, to_py};
 use crate::ledger::{reservation_object, PyLedger, PyReservation};
 
@@ -42,14 +47,14 @@ impl PyGate {
     #[allow(clippy::too_many_arguments)]
     fn new(
         trusted: &Bound<'_, PyAny>,
-        skew: i64,
-        replay_window: i64,
+        #[pyo3(from_py_with = skew_arg)] skew: u64,
+        #[pyo3(from_py_with = replay_window_arg)] replay_window: u64,
         session: Option<&Bound<'_, PyAny>>,
         revoked: Option<&Bound<'_, PyAny>>,
         ledger: Option<&Bound<'_, PyLedger>>,
         audit: Option<&Bound<'_, PyAny>>,
-        cache_size: i64,
-        max_batch: i64,
+        #[pyo3(from_py_with = cache_size_arg)] cache_size: u64,
+        #[pyo3(from_py_with = max_batch_arg)] max_batch: u64,
     ) -> PyResult<Self> {
         let audit = match audit.filter(|a| !a.is_none()) {
             None => None,
@@ -66,16 +71,14 @@ impl PyGate {
                     .clone(),
             ),
         };
-        let non_negative = |v: i64, name: &str| -> PyResult<u64> {
-            u64::try_from(v).map_err(|_| input(format!("{name}: must not be negative, got {v}")))
-        };
+        let count = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
         let config = GateConfig {
             trusted: key_set::<32>(trusted, "trusted")?,
-            skew: non_negative(skew, "skew")?,
-            replay_window: non_negative(replay_window, "replay_window")?,
+            skew,
+            replay_window,
             session: session.map(|s| array::<16>(s, &|| "session".into())).transpose()?,
-            cache_size: usize::try_from(non_negative(cache_size, "cache_size")?).unwrap_or(usize::MAX),
-            max_batch: usize::try_from(non_negative(max_batch, "max_batch")?).unwrap_or(usize::MAX),
+            cache_size: count(cache_size),
+            max_batch: count(max_batch),
         };
         let revoked = revoked.map(|r| key_set::<32>(r, "revoked")).transpose()?.unwrap_or_default();
         let ledger = ledger.map_or_else(Default::default, |l| l.get().ledger.clone());
@@ -123,12 +126,12 @@ impl PyGate {
         py: Python<'py>,
         chain: &Bound<'py, PyAny>,
         invocation: &Bound<'py, PyAny>,
-        now: Option<u64>,
+        now: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let c = batch::source(chain, &|| "chain".into())?;
+        let c = batch::chain_source(chain, &|| "chain".into())?;
         let i = batch::source(invocation, &|| "invocation".into())?;
         let (c, i) = (c.as_slice(), i.as_slice());
-        let now = now.unwrap_or_else(unix_now);
+        let now = opt_int(now, "now", U64)?.unwrap_or_else(unix_now);
         let mut out = py.detach(|| self.gate.check_batch(&[(c, i)], now)).map_err(to_py)?;
         let outcome = out.pop().ok_or_else(|| input("no outcome"))?;
         let receipt = outcome.receipt.map(|receipt| PyReceipt { receipt });
@@ -146,10 +149,10 @@ impl PyGate {
         py: Python<'py>,
         chains: &Bound<'py, PyAny>,
         invocations: &Bound<'py, PyAny>,
-        now: Option<u64>,
+        now: Option<&Bound<'py, PyAny>>,
         receipts: bool,
     ) -> PyResult<Bound<'py, PyTuple>> {
-        let chains = batch::variable(chains, None, "chains")?;
+        let chains = batch::chains(chains, None, "chains")?;
         let invocations = batch::variable(invocations, None, "invocations")?;
         if chains.len() != invocations.len() {
             return Err(input(format!(
@@ -159,7 +162,7 @@ impl PyGate {
             )));
         }
         let requests: Vec<(&[u8], &[u8])> = chains.slices().into_iter().zip(invocations.slices()).collect();
-        let now = now.unwrap_or_else(unix_now);
+        let now = opt_int(now, "now", U64)?.unwrap_or_else(unix_now);
         let outcomes = py.detach(|| self.gate.check_batch(&requests, now)).map_err(to_py)?;
         let codes: Vec<u8> = outcomes.iter().map(|o| o.code as u8).collect();
         let receipt_list: Vec<Option<PyReceipt>> =

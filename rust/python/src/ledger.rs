@@ -17,7 +17,10 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyDict};
 
 use crate::batch::array;
-use crate::chain::PyChain;
+use crate::chain::{u64_arg, PyChain};
+
+u64_arg!(max_accounts_arg, "max_accounts");
+u64_arg!(max_nonces_arg, "max_nonces");
 use crate::errors::{input, to_py, AffineError, OverrunError};
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -52,9 +55,15 @@ impl PyLedger {
     // Literals, so that the text signature (and stubtest) shows them; a test checks
     // they equal the core's DEFAULT_MAX_ACCOUNTS and DEFAULT_MAX_NONCES.
     #[pyo3(signature = (*, max_accounts = 1_000_000, max_nonces = 1_000_000))]
-    fn new(max_accounts: i64, max_nonces: i64) -> PyResult<Self> {
-        let count = |v: i64, name: &str| {
-            usize::try_from(v).ok().filter(|&v| v >= 1).ok_or_else(|| input(format!("{name}: must be at least 1, got {v}")))
+    fn new(
+        #[pyo3(from_py_with = max_accounts_arg)] max_accounts: u64,
+        #[pyo3(from_py_with = max_nonces_arg)] max_nonces: u64,
+    ) -> PyResult<Self> {
+        let count = |n: u64, name: &str| -> PyResult<usize> {
+            if n == 0 {
+                return Err(input(format!("{name}: must be at least 1, got 0")));
+            }
+            Ok(usize::try_from(n).unwrap_or(usize::MAX))
         };
         let limits = ledger::Limits { max_accounts: count(max_accounts, "max_accounts")?, max_nonces: count(max_nonces, "max_nonces")? };
         Ok(PyLedger { ledger: Ledger::with_limits(limits).map_err(to_py)? })
@@ -74,8 +83,9 @@ impl PyLedger {
 
     /// How many replay nonces are remembered at `now` (default: the clock).
     #[pyo3(signature = (now = None))]
-    fn nonces(&self, now: Option<u64>) -> usize {
-        self.ledger.nonces_len(now.unwrap_or_else(crate::chain::unix_now))
+    fn nonces(&self, now: Option<&Bound<'_, PyAny>>) -> PyResult<usize> {
+        let now = crate::chain::opt_int(now, "now", crate::chain::U64)?;
+        Ok(self.ledger.nonces_len(now.unwrap_or_else(crate::chain::unix_now)))
     }
 
     /// A budget on `path`: a `Chain` (one account per link: its revocation id, capped
@@ -299,10 +309,17 @@ impl Drop for PyReservation {
             // The core forfeits on drop; Python is told, as for an unclosed file.
             drop(r);
             Python::attach(|py| {
+                // This may run while an exception is being raised (a temporary
+                // reservation freed as a call fails): set it aside, or warning would
+                // replace it with a SystemError.
+                let pending = PyErr::take(py);
                 let category = py.get_type::<PyResourceWarning>();
                 let msg = c"a Reservation was collected without commit() or release(); its amount was forfeited (counted as spent)";
                 if let Err(e) = PyErr::warn(py, &category, msg, 1) {
                     e.write_unraisable(py, None);
+                }
+                if let Some(e) = pending {
+                    e.restore(py);
                 }
             });
         }
