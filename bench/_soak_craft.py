@@ -21,6 +21,10 @@ import struct
 from dataclasses import dataclass, field, replace
 from typing import Mapping, Optional, Protocol, Sequence
 
+import hopgate
+from hopgate.reference._ed25519 import _B, _IDENTITY, _L, _P, _Point, _add, _mul
+from hopgate.reference._ed25519 import _decode_point as _decode
+
 LINK_DOMAIN = b"hopgate/v1/link\x00"
 INVOKE_DOMAIN = b"hopgate/v1/invoke\x00"
 CHAIN_MAGIC = b"HGC1"
@@ -91,38 +95,7 @@ class RawLink:
         return replace(self, caps=list(self.caps))
 
 
-class _NativeLink(Protocol):
-    @property
-    def kind(self) -> int: ...
-    @property
-    def issuer(self) -> Optional[bytes]: ...
-    @property
-    def session_id(self) -> Optional[bytes]: ...
-    @property
-    def prev_sig(self) -> Optional[bytes]: ...
-    @property
-    def holder(self) -> bytes: ...
-    @property
-    def not_before(self) -> int: ...
-    @property
-    def not_after(self) -> int: ...
-    @property
-    def max_depth(self) -> int: ...
-    @property
-    def budget(self) -> int: ...
-    @property
-    def unit(self) -> str: ...
-    @property
-    def nonce(self) -> bytes: ...
-    @property
-    def caps(self) -> tuple[tuple[str, str], ...]: ...
-    @property
-    def meta_digest(self) -> bytes: ...
-    @property
-    def signature(self) -> bytes: ...
-
-
-def from_link(link: _NativeLink) -> RawLink:
+def from_link(link: hopgate.Link) -> RawLink:
     """A parsed link (``hopgate.Link``) as a ``RawLink``."""
     return RawLink(
         kind=link.kind,
@@ -209,44 +182,8 @@ def sign_invocation(signer: Signer, body: bytes) -> bytes:
 # (RFC 8032 §5.1, extended coordinates).
 # ---------------------------------------------------------------------------
 
-_P = 2**255 - 19
-_L = 2**252 + 27742317777372353535851937790883648493
-_D = -121665 * pow(121666, -1, _P) % _P
-_SQRT_M1 = pow(2, (_P - 1) // 4, _P)
-
-_Point = tuple[int, int, int, int]
-_IDENTITY: _Point = (0, 1, 1, 0)
-
-
-def _add(p: _Point, q: _Point) -> _Point:
-    x1, y1, z1, t1 = p
-    x2, y2, z2, t2 = q
-    a = (y1 - x1) * (y2 - x2) % _P
-    b = (y1 + x1) * (y2 + x2) % _P
-    c = 2 * _D * t1 * t2 % _P
-    d = 2 * z1 * z2 % _P
-    e, f, g, h = b - a, d - c, d + c, b + a
-    return (e * f % _P, g * h % _P, f * g % _P, e * h % _P)
-
-
-def _decode(encoding: bytes) -> Optional[_Point]:
-    value = int.from_bytes(encoding, "little")
-    sign, y = value >> 255, value & ((1 << 255) - 1)
-    if y >= _P:
-        return None
-    u, v = (y * y - 1) % _P, (_D * y * y + 1) % _P
-    x = u * pow(v, 3, _P) * pow(u * pow(v, 7, _P), (_P - 5) // 8, _P) % _P
-    if v * x * x % _P == u:
-        pass
-    elif v * x * x % _P == -u % _P:
-        x = x * _SQRT_M1 % _P
-    else:
-        return None
-    if x == 0 and sign:
-        return None
-    if x & 1 != sign:
-        x = _P - x
-    return (x, y, 1, x * y % _P)
+# The curve arithmetic is the reference's (hopgate.reference._ed25519); only the
+# encoder, which verification never needs, is added here.
 
 
 def _encode(p: _Point) -> bytes:
@@ -256,25 +193,8 @@ def _encode(p: _Point) -> bytes:
     return (y | ((x & 1) << 255)).to_bytes(32, "little")
 
 
-def _point(hex_encoding: str) -> _Point:
-    point = _decode(bytes.fromhex(hex_encoding))
-    assert point is not None
-    return point
-
-
-_B = _point("5866666666666666666666666666666666666666666666666666666666666666")
-# [2^i]B, so that a scalar multiple of B costs additions only.
-_B_POWERS: list[_Point] = [_B]
-for _ in range(255):
-    _B_POWERS.append(_add(_B_POWERS[-1], _B_POWERS[-1]))
-
-
 def _base_mul(scalar: int) -> _Point:
-    acc = _IDENTITY
-    for i in range(scalar.bit_length()):
-        if scalar >> i & 1:
-            acc = _add(acc, _B_POWERS[i])
-    return acc
+    return _mul(scalar, _B)
 
 
 #: Encodings of small-order points and non-canonical encodings (as public keys they must
