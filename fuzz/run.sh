@@ -12,6 +12,7 @@
 #   FUZZ_SANITIZER  address (default) | none
 #   FUZZ_TARGETS    space-separated subset of: chain invocation gate hash
 #   FUZZ_FORK       long runs: libFuzzer -fork=N worker processes (default 1: one process)
+#   FUZZ_MAX_TIME   long runs: also stop each target after this many seconds
 #   SMOKE_SECONDS   per-target fuzzing time of `smoke` (default 13; 4 targets -> 52 s)
 #
 # The flags are the ones cargo-fuzz 0.13 passes (see fuzz/README.md). Stable rustc only
@@ -150,7 +151,12 @@ smoke() {
 long() {
     local runs="${1:-10000000}" fork="${FUZZ_FORK:-1}" t log start status
     local extra=()
-    [ "$fork" -gt 1 ] && extra+=(-fork="$fork" -ignore_crashes=0 -ignore_timeouts=0 -ignore_ooms=0)
+    if [ "$fork" -gt 1 ]; then
+        extra+=(-fork="$fork" -ignore_crashes=0 -ignore_timeouts=0 -ignore_ooms=0)
+    fi
+    if [ -n "${FUZZ_MAX_TIME:-}" ]; then
+        extra+=(-max_total_time="$FUZZ_MAX_TIME")
+    fi
     mkdir -p "$log_dir"
     for t in "${targets[@]}"; do
         log="$log_dir/$t.log"

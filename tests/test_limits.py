@@ -46,6 +46,15 @@ def allow(g: Any, c: Any, i: bytes, now: int = NOW) -> Code:
 # -- the verified-chain cache --------------------------------------------------
 
 
+@pytest.mark.parametrize("size", [1, 3])
+def test_odd_cache_sizes_are_bounds_too(impl: ModuleType, size: int) -> None:
+    g = gate(impl, cache_size=size)
+    for i in range(20):
+        c = grant(100 + i)
+        assert allow(g, c, inv(c)) is Code.OK
+        assert 1 <= g.cached <= size
+
+
 def test_cache_holds_at_most_cache_size_chains(impl: ModuleType) -> None:
     g = gate(impl, cache_size=16)
     assert g.cache_size == 16

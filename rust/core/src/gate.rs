@@ -67,7 +67,8 @@ pub struct Outcome {
 }
 
 /// Chain digests whose signatures, links and attenuation are verified: two
-/// generations of at most `cap / 2` each. A hit in the old generation is promoted;
+/// generations of at most `cap / 2` each (rounded down; one generation of 1 when
+/// `cap` is 1). A hit in the old generation is promoted;
 /// when the new one fills, the old one is dropped. Lookups and inserts are O(1),
 /// memory is bounded by `cap` digests, and what was used recently survives, which is
 /// what a least-recently-used cache is for.
@@ -97,8 +98,13 @@ impl VerifiedCache {
         if self.cap == 0 {
             return;
         }
-        if self.young.len() >= self.cap.div_ceil(2) {
+        // Two generations of at most cap / 2 (a lone one of 1 when cap is 1), so
+        // the total never exceeds cap, odd caps included.
+        if self.young.len() >= (self.cap / 2).max(1) {
             self.old = std::mem::take(&mut self.young);
+            if self.cap == 1 {
+                self.old.clear();
+            }
         }
         self.young.insert(digest);
     }
