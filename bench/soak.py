@@ -16,18 +16,21 @@ stops at its deadline, finishing the batch or round in hand.
   Reservations are settled identically on all three (commit of part or all, release,
   overrun, forfeit by ``del`` or ``with``, held across batches, a second settlement
   that must raise ``AffineError``). An independent model of steps 16-17 and of the
-  ledger, written from docs/FORMAT.md (nonce horizon, account expiry and horizon),
+  ledger, written from docs/FORMAT.md (per-root nonces kept for the ledger's
+  retention, per-root horizons and quotas, account expiry, root quota and horizon),
   decides every request that reaches step 16 as well, and every ledger must hold
   exactly the model's accounts. Requests come from ``_soak_world``: valid chains of
   1..16 links from the native builders, chains crafted with every refusal code
   (``_soak_craft``), torsion-carrying and small-order keys, flipped and truncated
   bytes, chains of exactly 65,536 and 65,537 bytes, invocations covered or not, costs
   around the budgets, timestamps around the skew, replays of earlier requests (allowed
-  and denied), duplicates within a batch, revocations, and a clock that mostly creeps,
-  sometimes jumps and now and then steps back. Each epoch draws a configuration
-  (trusted set, skew, replay window, session, revoked ids, cache sizes, ``max_batch``,
-  1..3 gates on one ledger, sometimes small ``max_accounts``/``max_nonces``, sometimes
-  audit logs whose heads must stay equal); a few epochs run near ``now = 0`` or
+  and denied), earlier nonces on other chains, duplicates within a batch, revocations,
+  the body and route requirement a server binds (right or wrong, for one batch in three),
+  and a clock that mostly creeps, sometimes jumps and now and then steps back. Each
+  epoch draws a configuration (trusted set, skew, replay window, session, revoked ids,
+  cache sizes, ``max_batch``, 1..3 gates with their own windows on one ledger, sometimes
+  small ``max_accounts``/``max_nonces`` and per-root quotas, sometimes audit logs whose
+  heads must stay equal); a few epochs run near ``now = 0`` or
   ``2**64``. ``--workers W`` runs W such streams in processes, from seeds derived from
   ``--seed`` (worker 0 uses the seed itself).
 * **Concurrent** (``--threads``, 0 to skip; see ``_soak_concurrent``): threads share one
@@ -133,6 +136,7 @@ class DiffStats:
     revocations: int = 0
     ledger_checks: int = 0
     clock_steps_back: int = 0
+    bound_requests: int = 0  # given a payload or a requirement, as a server at the edge would
     codes: dict[str, np.ndarray] = field(
         default_factory=lambda: {side: np.zeros(len(Code), dtype=np.int64) for side in SIDES}
     )
@@ -146,7 +150,7 @@ class DiffStats:
     def merge(self, other: DiffStats) -> None:
         for name in ("requests", "batches", "check_batches", "epochs", "edge_epochs", "limited_epochs",
                      "audit_epochs", "refused_batches",
-                     "revocations", "ledger_checks", "clock_steps_back"):
+                     "revocations", "ledger_checks", "clock_steps_back", "bound_requests"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         for side in SIDES:
             self.codes[side] += other.codes[side]
@@ -171,22 +175,35 @@ PathEntry = tuple[bytes, int, int]  # account id (revocation id), cap (budget), 
 
 class Model:
     """Steps 16 and 17 and the ledger, as docs/FORMAT.md describes them ("Gate and
-    ledger, as built" and "Limits"), written again from that text: the nonce set
-    with its horizon, accounts with their caps, expiry and horizon. Every request
-    that reaches step 16 is decided here too, and every ledger of the epoch must
-    hold exactly the model's accounts."""
+    ledger, as built" and "Limits"), written again from that text: per-root nonces
+    remembered by timestamp for the ledger's retention (the longest window of its
+    gates), each root with its horizon and quota; accounts with their caps, expiry,
+    root and horizon. Every request that reaches step 16 is decided here too, and
+    every ledger of the epoch must hold exactly the model's accounts."""
 
-    def __init__(self, max_accounts: int, max_nonces: int) -> None:
+    def __init__(self, max_accounts: int, max_nonces: int, max_accounts_per_root: Optional[int],
+                 max_nonces_per_root: Optional[int], retention: int) -> None:
         self.max_accounts = max_accounts
         self.max_nonces = max_nonces
+        self.max_accounts_per_root = max(1, max_accounts // 10) if max_accounts_per_root is None \
+            else max_accounts_per_root
+        self.max_nonces_per_root = max_nonces if max_nonces_per_root is None else max_nonces_per_root
+        self.retention = retention
         self.accounts: dict[bytes, list[int]] = {}  # id -> [cap, spent, reserved, overrun]
         self.expires: dict[bytes, int] = {}
+        self.opened_by: dict[bytes, bytes] = {}  # id -> the root of the path that opened it
+        self.per_root: dict[bytes, int] = {}  # root -> accounts it opened that are held
         self.account_heap: list[tuple[int, bytes]] = []
         self.account_horizon: Optional[int] = None
         self.latest = 0  # the latest `now` a gate reserved at
-        self.nonces: dict[bytes, int] = {}  # nonce -> expiry
-        self.nonce_heap: list[tuple[int, bytes]] = []
-        self.nonce_horizon: Optional[int] = None
+        # root -> {nonce: timestamp}; (timestamp, root, nonce) for pruning, possibly stale.
+        self.nonces: dict[bytes, dict[bytes, int]] = {}
+        self.nonce_heap: list[tuple[int, bytes, bytes]] = []
+        self.horizons: dict[bytes, int] = {}
+        # Roots left with no nonce, by horizon; folded into `horizon` once stale.
+        self.emptied: list[tuple[int, bytes]] = []
+        self.horizon: Optional[int] = None
+        self.nonce_total = 0
         self.paths: dict[bytes, list[PathEntry]] = {}
 
     def path(self, chain: bytes) -> list[PathEntry]:
@@ -199,18 +216,34 @@ class Model:
             self.paths[chain] = found
         return found
 
-    def _forget_first_nonce(self) -> None:
-        when, nonce = heapq.heappop(self.nonce_heap)
-        del self.nonces[nonce]
-        self.nonce_horizon = when if self.nonce_horizon is None else max(self.nonce_horizon, when)
+    def _forget_nonce(self, root: bytes, nonce: bytes) -> None:
+        held = self.nonces[root]
+        when = held.pop(nonce)
+        self.nonce_total -= 1
+        self.horizons[root] = max(self.horizons.get(root, when), when)
+        if not held:
+            del self.nonces[root]
+            heapq.heappush(self.emptied, (self.horizons[root], root))
 
-    def admit(self, path: Sequence[PathEntry], amount: int, nonce: bytes, expiry: int, now: int) -> Code:
+    def _earliest(self, root: bytes) -> bytes:
+        held = self.nonces[root]
+        return min(held, key=lambda n: (held[n], n))
+
+    def admit(self, path: Sequence[PathEntry], amount: int, nonce: bytes, timestamp: int, now: int) -> Code:
         """Steps 16 and 17 for one request; on OK the nonce is consumed and the
         amount reserved."""
-        while self.nonce_heap and self.nonce_heap[0][0] < now:
-            self._forget_first_nonce()
-        seen = self.nonces.get(nonce)
-        if (seen is not None and seen >= now) or (self.nonce_horizon is not None and expiry <= self.nonce_horizon):
+        while self.nonce_heap and min(self.nonce_heap[0][0] + self.retention, U64_MAX) < now:
+            ts, r, n = heapq.heappop(self.nonce_heap)
+            if self.nonces.get(r, {}).get(n) == ts:
+                self._forget_nonce(r, n)
+        while self.emptied and min(self.emptied[0][0] + self.retention, U64_MAX) < now:
+            h, r = heapq.heappop(self.emptied)
+            if r not in self.nonces and self.horizons.get(r) == h:
+                del self.horizons[r]
+                self.horizon = h if self.horizon is None else max(self.horizon, h)
+        root = path[0][0]
+        horizons = (self.horizons.get(root), self.horizon)
+        if nonce in self.nonces.get(root, {}) or any(h is not None and timestamp <= h for h in horizons):
             return Code.REPLAY
         self.latest = max(self.latest, now)
         for rid, cap, _ in path:
@@ -219,39 +252,54 @@ class Model:
             if spent + reserved + amount > real_cap:
                 return Code.BUDGET_EXHAUSTED
         new = [entry for entry in path if entry[0] not in self.accounts]
-        if self.account_horizon is not None and any(until <= self.account_horizon for _, _, until in new):
-            return Code.BUDGET_EXHAUSTED
-        if len(self.accounts) + len(new) > self.max_accounts:
-            self._prune_accounts()
-        if len(self.accounts) + len(new) > self.max_accounts:
-            return Code.BUDGET_EXHAUSTED
+        if new:
+            if self.account_horizon is not None and any(until <= self.account_horizon for _, _, until in new):
+                return Code.BUDGET_EXHAUSTED
+            if not self._room(root, len(new)):
+                self._prune_accounts({rid for rid, _, _ in path})
+            if not self._room(root, len(new)):
+                return Code.BUDGET_EXHAUSTED
         for rid, cap, until in path:
-            self.accounts.setdefault(rid, [cap, 0, 0, 0])[2] += amount
+            if rid not in self.accounts:
+                self.accounts[rid] = [cap, 0, 0, 0]
+                self.opened_by[rid] = root
+                self.per_root[root] = self.per_root.get(root, 0) + 1
+            self.accounts[rid][2] += amount
             if until > self.expires.get(rid, 0):
                 self.expires[rid] = until
                 if until != NEVER:
                     heapq.heappush(self.account_heap, (until, rid))
-        if len(self.nonces) >= self.max_nonces:
-            self._forget_first_nonce()
-        self.nonces[nonce] = expiry
-        heapq.heappush(self.nonce_heap, (expiry, nonce))
+        held = self.nonces.get(root, {})
+        if len(held) >= self.max_nonces_per_root:
+            self._forget_nonce(root, self._earliest(root))
+        elif self.nonce_total >= self.max_nonces:
+            biggest = min(self.nonces, key=lambda r: (-len(self.nonces[r]), r))
+            self._forget_nonce(biggest, self._earliest(biggest))
+        self.nonces.setdefault(root, {})[nonce] = timestamp
+        self.nonce_total += 1
+        heapq.heappush(self.nonce_heap, (timestamp, root, nonce))
         return Code.OK
 
-    def _prune_accounts(self) -> None:
-        busy: list[tuple[int, bytes]] = []
+    def _room(self, root: bytes, new: int) -> bool:
+        return (len(self.accounts) + new <= self.max_accounts
+                and self.per_root.get(root, 0) + new <= self.max_accounts_per_root)
+
+    def _prune_accounts(self, on_path: set[bytes]) -> None:
+        kept: list[tuple[int, bytes]] = []
         heap = self.account_heap
         while heap and heap[0][0] <= self.latest:
             when, rid = heapq.heappop(heap)
             acc = self.accounts.get(rid)
             if acc is None or self.expires.get(rid) != when:
                 continue
-            if acc[2] > 0:
-                busy.append((when, rid))
+            if acc[2] > 0 or rid in on_path:
+                kept.append((when, rid))
                 continue
             del self.accounts[rid]
             del self.expires[rid]
+            self.per_root[self.opened_by.pop(rid)] -= 1
             self.account_horizon = when if self.account_horizon is None else max(self.account_horizon, when)
-        for entry in busy:
+        for entry in kept:
             heapq.heappush(heap, entry)
 
     def settle(self, path: Sequence[PathEntry], amount: int, charged: int) -> None:
@@ -312,13 +360,20 @@ class LedgerSpec:
     shared: bool  # an explicit Ledger given to every gate (else the gate's own)
     max_accounts: int
     max_nonces: int
+    max_accounts_per_root: Optional[int] = None  # None: the default share
+    max_nonces_per_root: Optional[int] = None
+
+    def ledger(self, impl: Any) -> Any:
+        return impl.Ledger(max_accounts=self.max_accounts, max_nonces=self.max_nonces,
+                           max_accounts_per_root=self.max_accounts_per_root,
+                           max_nonces_per_root=self.max_nonces_per_root)
 
 
 def make_side(name: str, specs: Sequence[GateSpec], lspec: LedgerSpec, audit_path: Optional[Path],
               audit_key: bytes) -> Side:
     native = name != "reference"
     impl: Any = hopgate if native else ref
-    ledger = impl.Ledger(max_accounts=lspec.max_accounts, max_nonces=lspec.max_nonces) if lspec.shared else None
+    ledger = lspec.ledger(impl) if lspec.shared else None
     audit = impl.AuditLog(audit_path, key=audit_key, fsync=False) if audit_path is not None else None
     gates: list[GateLike] = []
     for spec in specs:
@@ -357,7 +412,7 @@ class Differential:
         self.held: deque[Pending] = deque()
         self.sides: list[Side] = []
         self.specs: list[GateSpec] = []
-        self.model = Model(DEFAULT_LIMIT, DEFAULT_LIMIT)
+        self.model = Model(DEFAULT_LIMIT, DEFAULT_LIMIT, None, None, 0)
         self.lspec = LedgerSpec(False, DEFAULT_LIMIT, DEFAULT_LIMIT)
         self.epoch_left = 0
         self.edge = False
@@ -429,6 +484,13 @@ class Differential:
             max_accounts=rng.randint(20, 3000) if limited else DEFAULT_LIMIT,
             max_nonces=rng.randint(10, 3000) if limited else DEFAULT_LIMIT,
         )
+        if limited:
+            # Per-root quotas: the defaults, or explicit ones (some above the totals).
+            lspec = self.lspec
+            if rng.random() < 0.5:
+                lspec.max_accounts_per_root = rng.choice((1, rng.randint(2, 40), rng.randint(1, 2 * lspec.max_accounts)))
+            if rng.random() < 0.5:
+                lspec.max_nonces_per_root = rng.choice((1, rng.randint(2, 40), rng.randint(1, 2 * lspec.max_nonces)))
         st.limited_epochs += limited
         audit = rng.random() < 0.25
         st.audit_epochs += audit
@@ -437,7 +499,10 @@ class Differential:
                       self.audit_key)
             for name in SIDES
         ]
-        self.model = Model(self.lspec.max_accounts, self.lspec.max_nonces)
+        # The ledger remembers nonces for the longest window of its gates (one
+        # gate when it is not shared).
+        self.model = Model(self.lspec.max_accounts, self.lspec.max_nonces, self.lspec.max_accounts_per_root,
+                           self.lspec.max_nonces_per_root, max(spec.replay_window for spec in self.specs))
         self.held.clear()
         self.replays.clear()
         self.epoch_left = 30 if self.edge else rng.randint(100, 800)
@@ -475,6 +540,15 @@ class Differential:
                 requests.append(Request(rng.choice(requests).chain, rng.choice(requests).invocation, "mixed-pair")
                                 if rng.random() < 0.2 else
                                 _dup(rng.choice(requests)))
+            elif pick < 0.08 and self.replays:
+                # An earlier request's nonce on another chain: a replay under the
+                # same root, a fresh request under another.
+                _, earlier = rng.choice(self.replays)
+                reused = earlier[-64 - 32 - 16:-64 - 32]  # body: ... | nonce | payload_digest, then sig
+                entry = rng.choice(world.pool)
+                inv, kind = world.invocation(entry, self.now, spec.skew, spec.replay_window, other,
+                                             nonce=reused if len(reused) == 16 else None)
+                requests.append(Request(entry.arg(rng), inv, "nonce-reused"))
             else:
                 entry = rng.choice(world.pool)
                 inv, kind = world.invocation(entry, self.now, spec.skew, spec.replay_window, other)
@@ -483,19 +557,48 @@ class Differential:
         for req in requests:
             if rng.random() < 0.1:
                 self.replays.append((req.chain, req.invocation))
+        if rng.random() < 0.3:
+            for req in requests:
+                self.bind(req)
         return requests
+
+    def bind(self, req: Request) -> None:
+        """What a server at the edge adds to a request: sometimes the body it
+        received (the signed one when known, or another), sometimes its route's
+        (ability, resource, price), matching the invocation or not."""
+        rng, st = self.rng, self.stats
+        if rng.random() < 0.5:
+            body = self.world.bodies.get(req.invocation)
+            req.payload = body if body is not None and rng.random() < 0.7 else rng.randbytes(rng.randint(0, 8))
+        if rng.random() < 0.6:
+            try:
+                inv = hopgate.parse_invocation(req.invocation)
+                ability, resource, cost = inv.ability, inv.resource, inv.cost
+            except hopgate.MalformedError:
+                ability, resource, cost = "read", "files/a", 1
+            pick = rng.random()
+            if pick < 0.15:
+                ability, resource = rng.choice(((ability + "x", resource), (ability, resource + "/"), ("*", resource),
+                                                (ability, "*"), (resource, ability)))
+            price = rng.choice((0, 1, cost, cost, max(cost - 1, 0), min(cost + 1, U64_MAX),
+                                rng.randint(0, U64_MAX)))
+            req.require = (ability, resource, price)
+        st.bound_requests += req.payload is not None or req.require is not None
 
     def decide(self, side: Side, gate: int, requests: Sequence[Request], mode: str
                ) -> tuple[list[int], list[Optional[ReservationLike]]]:
         g = side.gates[gate]
         chains = [r.chain for r in requests]
         invs = [r.invocation for r in requests]
+        bound = any(r.payload is not None or r.require is not None for r in requests)
+        payloads = [r.payload for r in requests] if bound else None
+        requires = [r.require for r in requests] if bound else None
         now = self.now
         if mode == "check":
             codes: list[int] = []
             reservations: list[Optional[ReservationLike]] = []
-            for c, i in zip(chains, invs):
-                decision = g.check(c, i, now=now)
+            for r in requests:
+                decision = g.check(r.chain, r.invocation, now=now, payload=r.payload, require=r.require)
                 codes.append(int(decision.code))
                 reservations.append(decision.reservation)
             return codes, reservations
@@ -504,12 +607,14 @@ class Differential:
             start = 0
             while start < len(chains):
                 end = start + self.rng.randint(1, max(1, len(chains) - start))
-                got, res = g.check_batch(chains[start:end], invs[start:end], now=now)
+                got, res = g.check_batch(chains[start:end], invs[start:end], now=now,
+                                         payloads=None if payloads is None else payloads[start:end],
+                                         requires=None if requires is None else requires[start:end])
                 codes.extend(int(x) for x in got)
                 reservations.extend(res)
                 start = end
             return codes, reservations
-        got, res = g.check_batch(chains, invs, now=now)
+        got, res = g.check_batch(chains, invs, now=now, payloads=payloads, requires=requires)
         return [int(x) for x in got], list(res)
 
     def batch(self) -> int:
@@ -601,6 +706,7 @@ class Differential:
                 self.findings.add("decision", True, {
                     "codes": {side: _name(c) for side, c in zip(SIDES, row)},
                     "kind": req.kind, "now": self.now, "batch": st.batches, "index": i, "batch_size": len(requests),
+                    **_bound(req),
                     "mode": mode, "gate_index": gate, "gates": len(self.specs), "gate": spec.describe(),
                     "chain": hexs(bytes(req.chain)), "invocation": hexs(req.invocation),
                 })
@@ -621,8 +727,7 @@ class Differential:
                 # The request reached step 16: the model decides it too.
                 inv = hopgate.parse_invocation(req.invocation)
                 path = model.path(bytes(req.chain))
-                expiry = min(inv.timestamp + spec.replay_window, U64_MAX)
-                expected = model.admit(path, inv.cost, inv.nonce, expiry, self.now)
+                expected = model.admit(path, inv.cost, inv.nonce, inv.timestamp, self.now)
                 if expected != code:
                     self.findings.add("model-decision", False, {**self._context(req, code, spec),
                                                                 "model": expected.name})
@@ -650,7 +755,7 @@ class Differential:
         pendings.clear()
 
     def _context(self, req: Request, code: int, spec: GateSpec) -> dict[str, Any]:
-        return {"code": _name(code), "kind": req.kind, "now": self.now, "batch": self.stats.batches,
+        return {"code": _name(code), "kind": req.kind, "now": self.now, "batch": self.stats.batches, **_bound(req),
                 "gate": spec.describe(), "chain": hexs(bytes(req.chain)), "invocation": hexs(req.invocation)}
 
     def allowed(self, req: Request, reservations: list[Optional[ReservationLike]], spec: GateSpec,
@@ -755,6 +860,16 @@ class Differential:
         self.stats.seconds = time.perf_counter() - started
 
 
+def _bound(req: Request) -> dict[str, Any]:
+    """What the server bound to a request, for a finding."""
+    out: dict[str, Any] = {}
+    if req.payload is not None:
+        out["payload"] = req.payload.hex()
+    if req.require is not None:
+        out["require"] = list(req.require)
+    return out
+
+
 def _dup(req: Request) -> Request:
     return Request(req.chain, req.invocation, "dup-in-batch")
 
@@ -814,10 +929,11 @@ def _outcome(call: Callable[[], object]) -> str:
 
 
 def api_probe(findings: Findings) -> int:
-    """Gate settings, ``now`` and ledger amounts at the edges of their domains (0,
-    2**63, 2**64 - 1, 2**64, -1): each must be accepted by both implementations or
-    refused by both with a ``ValueError`` (the ``InputError`` of STYLE.md), and an
-    accepted overrun must leave both ledgers equal. Returns the number of probes."""
+    """Gate settings, ``now``, ledger limits, prices and ledger amounts at the edges
+    of their domains (0, 2**63, 2**64 - 1, 2**64, -1): each must be accepted by both
+    implementations or refused by both with a ``ValueError`` (the ``InputError`` of
+    STYLE.md), and an accepted overrun must leave both ledgers equal. Returns the
+    number of probes."""
     key = hopgate.SigningKey.from_seed(bytes(range(32)))
     chain = hopgate.Chain.grant(key, key.public_key, [("*", "*")], 10, "u", 0, U64_MAX, 0)
     inv = chain.invoke(key, "a", "b", 1, timestamp=5)
@@ -839,6 +955,17 @@ def api_probe(findings: Findings) -> int:
 
     for now in (-1, 0, U64_MAX, 2**64):
         probes.append((f"Gate.check(now={now})", check_probe(now)))
+
+    def ledger_probe(kw: dict[str, int]) -> Callable[[Any], object]:
+        return lambda impl: impl.Ledger(**kw)
+
+    def price_probe(price: int) -> Callable[[Any], object]:
+        return lambda impl: impl.Gate([key.public_key]).check(bytes(chain), inv, now=5, require=("a", "b", price))
+
+    for value in (-1, 0, 1, 2**63, U64_MAX, 2**64):
+        for name in ("max_accounts_per_root", "max_nonces_per_root"):
+            probes.append((f"Ledger({name}={value})", ledger_probe({name: value})))
+        probes.append((f"Gate.check(require=('a', 'b', {value}))", price_probe(value)))
 
     def reserve_probe(amount: int) -> Callable[[Any], object]:
         return lambda impl: impl.Ledger().budget([(bytes(32), 10)]).reserve(amount)
@@ -997,7 +1124,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "epochs": st.epochs, "edge_epochs": st.edge_epochs, "limited_ledger_epochs": st.limited_epochs,
         "audit_epochs": st.audit_epochs, "batches_over_max_batch": st.refused_batches,
         "revocations": st.revocations, "ledger_checks": st.ledger_checks,
-        "clock_steps_back": st.clock_steps_back, "settlements": st.settle,
+        "clock_steps_back": st.clock_steps_back, "bound_requests": st.bound_requests, "settlements": st.settle,
         "codes": {side: {c.name: int(st.codes[side][c]) for c in Code} for side in SIDES},
         "codes_by_request_kind": {k: {_name(c): n for c, n in sorted(v.items())} for k, v in sorted(st.by_kind.items())},
         "pool_entries_made": dict(sorted(made.items())),
@@ -1029,6 +1156,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         f"over {st.seconds:.1f} s; {st.epochs} epochs ({st.edge_epochs} near 0 or 2**64, "
         f"{st.limited_epochs} with small ledger limits, {st.audit_epochs} with audit logs), "
         f"{st.revocations} revocations, {st.refused_batches} batches over max_batch, "
+        f"{st.bound_requests:,} requests with a payload or requirement, "
         f"{st.ledger_checks} ledger checks",
         *code_table(st),
         "  settlements: " + ", ".join(f"{k} {v:,}" for k, v in sorted(st.settle.items())),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import pathlib
 from types import ModuleType
 from typing import Any
@@ -13,12 +12,8 @@ import pytest
 import hopgate
 import hopgate.reference
 
-# ../shared/vectors beside the repository; HOPGATE_VECTORS points elsewhere (a wheel's tests run
-# outside the tree). HOPGATE_VECTORS_OPTIONAL=1 turns their absence into a skip: the shared
-# vectors are not published with the repository, so GitHub's wheel jobs run without them.
-VECTORS = pathlib.Path(
-    os.environ.get("HOPGATE_VECTORS") or pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "vectors"
-)
+# Known-answer vectors, each file naming its source (tests/vectors/).
+VECTORS = pathlib.Path(__file__).resolve().parent / "vectors"
 
 
 @pytest.fixture(params=["native", "reference"])
@@ -35,8 +30,5 @@ def keys() -> list[Any]:
 
 @pytest.fixture(scope="session")
 def speccheck() -> list[dict[str, str]]:
-    path = VECTORS / "speccheck_cases.json"
-    if not path.exists() and os.environ.get("HOPGATE_VECTORS_OPTIONAL") == "1":
-        pytest.skip(f"{path} absent and HOPGATE_VECTORS_OPTIONAL=1")
-    cases: list[dict[str, str]] = json.loads(path.read_text())
+    cases: list[dict[str, str]] = json.loads((VECTORS / "speccheck_cases.json").read_text())["cases"]
     return cases

@@ -286,32 +286,94 @@ def test_gate_appends_one_record_per_decision(impl: ModuleType, tmp_path: pathli
     path = tmp_path / "gate.log"
     log = impl.AuditLog(path, key=KEY)
     g = impl.Gate([ISSUER.public_key], audit=log)
+    assert g.audit is log
     c = chain3()
     good = inv(c)
     d = g.check(c, good, now=NOW)
     assert d.allowed and d.receipt is not None and d.receipt.index == 0
     assert log.verify_receipt(d.receipt)
-    d.reservation.commit()
+    d.reservation.commit()  # record 1: the settlement
     replay = g.check(c, good, now=NOW)
-    assert replay.code is Code.REPLAY and replay.receipt.index == 1
+    assert replay.code is Code.REPLAY and replay.receipt.index == 2
     requests = [inv(c), b"garbage", inv(c, cost=10_000)]
     codes, reservations, receipts = g.check_batch([c, c, c], requests, now=NOW, receipts=True)
     assert list(codes) == [Code.OK, Code.MALFORMED, Code.COST_EXCEEDS_GRANT]
-    assert [r.index for r in receipts] == [2, 3, 4]
-    reservations[0].release()
-    codes2, reservations2 = g.check_batch([c], [inv(c)], now=NOW)
-    reservations2[0].release()
-    assert len(log) == 6
-    decoded = [GateRecord.from_bytes(r) for r in log.read()]
+    assert [r.index for r in receipts] == [3, 4, 5]
+    reservations[0].release()  # record 6
+    last = inv(c, cost=7)
+    codes2, reservations2 = g.check_batch([c], [last], now=NOW)
+    with reservations2[0]:  # leaving the block unsettled forfeits: record 8
+        pass
+    assert len(log) == 9
+    bodies_ = log.read()
+    decoded = [GateRecord.from_bytes(bodies_[i]) for i in (0, 2, 3, 4, 5, 7)]
     assert [r.code for r in decoded] == [Code.OK, Code.REPLAY, Code.OK, Code.MALFORMED, Code.COST_EXCEEDS_GRANT, Code.OK]
     assert all(r.now == NOW for r in decoded)
     assert decoded[0].chain_digest == blake3.blake3(bytes(c)).digest()
     assert decoded[0].invocation_digest == blake3.blake3(good).digest()
     assert decoded[3].invocation_digest == blake3.blake3(b"garbage").digest()
+    settled = [impl.SettleRecord.from_bytes(bodies_[i]) for i in (1, 6, 8)]
+    accounts = tuple(c.revocation_ids)
+    assert settled == [
+        impl.SettleRecord(impl.Settlement.COMMIT, 5, 5, blake3.blake3(good).digest(), accounts),
+        impl.SettleRecord(impl.Settlement.RELEASE, 5, 0, blake3.blake3(requests[0]).digest(), accounts),
+        impl.SettleRecord(impl.Settlement.FORFEIT, 7, 7, blake3.blake3(last).digest(), accounts),
+    ]
     assert log.verify().ok
     # Without a log there are no receipts.
     plain = impl.Gate([ISSUER.public_key])
     assert plain.check(c, inv(c), now=NOW).receipt is None
+    assert plain.audit is None
+    log.close()
+
+
+def test_settlement_records_sum_to_the_ledger(impl: ModuleType, tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "gate.log"
+    log = impl.AuditLog(path, key=KEY)
+    g = impl.Gate([ISSUER.public_key], audit=log)
+    c = chain3()
+    rng = random.Random(11)
+    for _ in range(40):
+        d = g.check(c, inv(c, cost=rng.choice([1, 2, 3])), now=NOW)
+        if not d.allowed:
+            continue
+        choice = rng.randrange(4)
+        if choice == 0:
+            d.reservation.release()
+        elif choice == 1:
+            with pytest.raises(hopgate.OverrunError):
+                d.reservation.commit(d.reservation.amount + 1)
+        elif choice == 2:
+            d.reservation.commit(rng.randrange(d.reservation.amount + 1))
+        else:
+            with d.reservation:
+                pass
+    from hopgate._audit import log_records, spending
+
+    log.close()
+    report = hopgate.audit_verify(path, key=KEY)
+    data = path.read_bytes()[: report.bytes]
+    per_account = spending(log_records(data))
+    for account_id, state in g.ledger.accounts().items():
+        assert per_account[account_id].spent == state.spent
+        assert per_account[account_id].overrun == state.overrun
+
+
+def test_unvouched_refusals_are_not_synced_one_by_one(impl: ModuleType, tmp_path: pathlib.Path) -> None:
+    log = impl.AuditLog(tmp_path / "gate.log", key=KEY, fsync=True)
+    g = impl.Gate([ISSUER.public_key], audit=log)
+    stranger = impl.SigningKey.from_seed(bytes([99]) * 32)
+    c = chain3()
+    untrusted = impl.Chain.grant(stranger, stranger.public_key, [("*", "*")], budget=5, unit="u",
+                                 not_before=NOW - 10, not_after=NOW + 10, max_depth=0)
+    for _ in range(3):
+        assert g.check(untrusted, untrusted.invoke(stranger, "a", "r", 1, timestamp=NOW), now=NOW).code is Code.UNTRUSTED_ISSUER
+        assert log.unsynced
+    assert g.check(c, b"garbage", now=NOW).code is Code.MALFORMED
+    assert log.unsynced
+    d = g.check(c, inv(c), now=NOW)
+    assert d.allowed and not log.unsynced, "an authenticated decision syncs everything before it"
+    d.reservation.release()
     log.close()
 
 
@@ -337,13 +399,24 @@ def test_gate_logs_agree_between_implementations(tmp_path: pathlib.Path) -> None
             r = r[:-1] + bytes([r[-1] ^ 1])
         requests.append(r)
     for module, name in ((hopgate, "n.log"), (ref, "r.log")):
+        settle = random.Random(6)
         with module.AuditLog(tmp_path / name, key=KEY) as log:
             g = module.Gate([ISSUER.public_key], audit=log)
             for start in range(0, 60, 7):
                 _, reservations = g.check_batch([c] * len(requests[start : start + 7]), requests[start : start + 7], now=NOW)
                 for r in reservations:
-                    if r is not None:
+                    if r is None:
+                        continue
+                    how = settle.randrange(4)
+                    if how == 0:
                         r.commit()
+                    elif how == 1:
+                        r.commit(settle.randrange(r.amount + 1))
+                    elif how == 2:
+                        r.release()
+                    else:
+                        with r:
+                            pass
     assert (tmp_path / "n.log").read_bytes() == (tmp_path / "r.log").read_bytes()
 
 
@@ -393,3 +466,34 @@ def test_cli_audit_verify(tmp_path: pathlib.Path) -> None:
     assert "64 hex digits" in run_cli("audit", "verify", str(path), "--key-file", str(short)).stderr
     missing = run_cli("audit", "verify", str(tmp_path / "missing.log"), "--key-file", str(key_file))
     assert missing.returncode == 2 and "missing.log" in missing.stderr
+
+
+def test_cli_audit_spending(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "gate.log"
+    c = chain3()
+    with hopgate.AuditLog(path, key=KEY) as log:
+        g = hopgate.Gate([ISSUER.public_key], audit=log)
+        held = [g.check(c, inv(c, cost=5), now=NOW).reservation for _ in range(3)]
+        assert all(r is not None for r in held)
+        held[0].commit(4)  # type: ignore[union-attr]
+        held[1].release()  # type: ignore[union-attr]
+        with pytest.raises(hopgate.OverrunError):
+            held[2].commit(6)  # type: ignore[union-attr]
+        spent = {account: state.spent for account, state in g.ledger.accounts().items()}
+    key_file = tmp_path / "key"
+    key_file.write_text(f"hopgate-audit-key-v1:{KEY.hex()}\n")
+    key_file.chmod(0o600)
+    out = run_cli("audit", "spending", str(path), "--key-file", str(key_file), "--json")
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["records"] == 6
+    assert {bytes.fromhex(k): v["spent"] for k, v in report["accounts"].items()} == spent == dict.fromkeys(c.revocation_ids, 10)
+    root = report["accounts"][c.revocation_ids[0].hex()]
+    assert (root["overrun"], root["commits"], root["releases"], root["forfeits"]) == (1, 2, 1, 0)
+    text = run_cli("audit", "spending", str(path), "--key-file", str(key_file))
+    assert text.returncode == 0 and c.revocation_ids[-1].hex() in text.stdout and "3 accounts" in text.stdout
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 1
+    path.write_bytes(bytes(data))
+    bad = run_cli("audit", "spending", str(path), "--key-file", str(key_file))
+    assert bad.returncode == 1 and "record 5" in bad.stderr

@@ -21,11 +21,14 @@ import pytest
 
 import hopgate
 from hopgate import Code
-from hopgate.cli import main, parse_time
+from hopgate.cli import build_parser, main, parse_time
 
 NOW = 1_750_000_000
 NOT_BEFORE = NOW - 1000
 NOT_AFTER = NOW + 100_000
+SIGNING = "hopgate-signing-key-v1"
+PUBLIC = "hopgate-public-key-v1"
+AUDIT = "hopgate-audit-key-v1"
 
 
 def run_cli(
@@ -41,9 +44,26 @@ def run_cli(
 
 def write_key(path: pathlib.Path) -> hopgate.SigningKey:
     key = hopgate.SigningKey.generate()
-    path.write_text(key.seed().hex() + "\n")
+    path.write_text(f"{SIGNING}:{key.seed().hex()}\n")
     path.chmod(0o600)
     return key
+
+
+def unlabel(line: str, label: str) -> bytes:
+    """The key of one ``label:HEX`` line, asserting the label."""
+    name, sep, digits = line.strip().partition(":")
+    assert (name, sep, len(digits)) == (label, ":", 64)
+    return bytes.fromhex(digits)
+
+
+def usage_error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    """The error line of an argparse usage error: exit status 2, nothing on stdout, no traceback."""
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    out, err = capsys.readouterr()
+    assert exc.value.code == 2 and out == "" and "Traceback" not in err
+    assert err.startswith("usage: hopgate")
+    return err.splitlines()[-1]
 
 
 class World:
@@ -109,8 +129,8 @@ def test_round_trip_through_python_m_hopgate(tmp_path: pathlib.Path) -> None:
     alice = ok("keygen", "-o", str(tmp_path / "alice.key"), "--public").strip()
     bob = ok("keygen", "-o", str(tmp_path / "bob.key"), "--public").strip()
     carol = ok("keygen", "-o", str(tmp_path / "carol.key"), "--public").strip()
-    seed = bytes.fromhex((tmp_path / "alice.key").read_text())
-    assert hopgate.SigningKey.from_seed(seed).public_key.hex() == alice
+    seed = unlabel((tmp_path / "alice.key").read_text(), SIGNING)
+    assert hopgate.SigningKey.from_seed(seed).public_key == unlabel(alice, PUBLIC)
     assert ok("keygen", "--public-of", str(tmp_path / "bob.key")) == bob + "\n"
 
     grant, chain, inv = (str(tmp_path / n) for n in ("g.chain", "d.chain", "inv"))
@@ -125,7 +145,7 @@ def test_round_trip_through_python_m_hopgate(tmp_path: pathlib.Path) -> None:
     assert ok("verify", chain, "--trusted", alice, "--invocation", inv) == f"{chain}: OK\n"
 
     c = hopgate.Chain.from_text((tmp_path / "d.chain").read_text().strip())
-    assert len(c) == 2 and c.issuer.hex() == alice and c.holder.hex() == carol
+    assert len(c) == 2 and c.issuer == unlabel(alice, PUBLIC) and c.holder == unlabel(carol, PUBLIC)
     assert c.links[1].budget == 10 and c.links[1].max_depth == 0 and c.links[1].caps == (("tools/*", "call"),)
     assert 3600 - 5 <= c.links[0].not_after - int(time.time()) <= 3600
 
@@ -135,21 +155,21 @@ def test_round_trip_through_python_m_hopgate(tmp_path: pathlib.Path) -> None:
 # ---------------------------------------------------------------------------
 
 
-def test_keygen_writes_a_0600_seed_and_refuses_to_overwrite(
+def test_keygen_writes_a_0600_labelled_seed_and_refuses_to_overwrite(
     tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = tmp_path / "k.key"
     assert main(["keygen", "-o", str(path)]) == 0
     out, err = capsys.readouterr()
     text = path.read_text()
-    assert len(text) == 65 and text.endswith("\n") and int(text, 16) >= 0
+    assert len(text) == len(SIGNING) + 1 + 64 + 1 and text.endswith("\n")
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    public = hopgate.SigningKey.from_seed(bytes.fromhex(text)).public_key.hex()
-    assert out == "" and err == f"public key: {public}\n"
+    public = hopgate.SigningKey.from_seed(unlabel(text, SIGNING)).public_key.hex()
+    assert out == "" and err == f"public key: {PUBLIC}:{public}\n"
 
     assert main(["keygen", "-o", str(path)]) == 2
     out, err = capsys.readouterr()
-    assert out == "" and err == f"hopgate: error: -o {path}: file exists; pass --force to overwrite a signing key\n"
+    assert out == "" and err == f"hopgate: error: -o {path}: file exists; pass --force to overwrite a key\n"
     assert path.read_text() == text
 
     path.chmod(0o644)
@@ -157,7 +177,7 @@ def test_keygen_writes_a_0600_seed_and_refuses_to_overwrite(
     out, err = capsys.readouterr()
     new = path.read_text()
     assert new != text and stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert out == hopgate.SigningKey.from_seed(bytes.fromhex(new)).public_key.hex() + "\n" and err == ""
+    assert out == f"{PUBLIC}:{hopgate.SigningKey.from_seed(unlabel(new, SIGNING)).public_key.hex()}\n" and err == ""
 
     assert main(["keygen", "--public-of", str(path)]) == 0
     assert capsys.readouterr().out == out
@@ -166,24 +186,60 @@ def test_keygen_writes_a_0600_seed_and_refuses_to_overwrite(
 def test_keygen_to_stdout(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["keygen"]) == 0
     out, err = capsys.readouterr()
-    seed = bytes.fromhex(out)
-    assert len(seed) == 32 and out == seed.hex() + "\n"
-    assert err == f"public key: {hopgate.SigningKey.from_seed(seed).public_key.hex()}\n"
+    seed = unlabel(out, SIGNING)
+    assert out == f"{SIGNING}:{seed.hex()}\n"
+    assert err == f"public key: {PUBLIC}:{hopgate.SigningKey.from_seed(seed).public_key.hex()}\n"
     assert main(["keygen", "--public"]) == 2
     assert capsys.readouterr().err == "hopgate: error: --public needs -o FILE (the seed would be lost)\n"
 
 
-def test_key_files_raw_env_missing_bad_and_world_readable(world: World, capsys: pytest.CaptureFixture[str]) -> None:
-    raw = world.dir / "raw.key"
-    raw.write_bytes(world.alice.seed())
-    raw.chmod(0o600)
-    assert main(["keygen", "--public-of", str(raw)]) == 0
-    assert capsys.readouterr().out == world.alice.public_key.hex() + "\n"
+def test_keygen_audit_key(tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "audit.key"
+    assert main(["keygen", "--audit", "-o", str(path)]) == 0
+    assert capsys.readouterr() == ("", "")
+    key = unlabel(path.read_text(), AUDIT)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert main(["keygen", "--audit"]) == 0
+    other = unlabel(capsys.readouterr().out, AUDIT)
+    assert other != key
 
+    log = tmp_path / "gate.log"
+    with hopgate.AuditLog(str(log), key=key):
+        pass
+    assert main(["audit", "verify", str(log), "--key-file", str(path)]) == 0
+    assert capsys.readouterr().out.startswith(f"OK: {log}: 0 records")
+    assert main(["audit", "verify", str(log), "--key-file", str(path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["ok"] is True
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--public-of", "k", "--public"], "--public-of FILE takes no -o, --force, --public or --audit"),
+        (["--public-of", "k", "--audit"], "--public-of FILE takes no -o, --force, --public or --audit"),
+        (["--public-of", "k", "-o", "x"], "--public-of FILE takes no -o, --force, --public or --audit"),
+        (["--force"], "--force needs -o FILE"),
+        (["--audit", "--public", "-o", "x"], "--public: an audit key is a secret key alone, it has no public key"),
+    ],
+)
+def test_keygen_refuses_options_it_would_ignore(
+    tmp_path: pathlib.Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    argv: list[str],
+    message: str,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["keygen", *argv]) == 2
+    assert capsys.readouterr() == ("", f"hopgate: error: {message}\n")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_key_files_env_missing_bad_and_world_readable(world: World, capsys: pytest.CaptureFixture[str]) -> None:
     (world.dir / "alice.key").chmod(0o644)
     assert main(["keygen", "--public-of", world.p("alice.key")]) == 0
     out, err = capsys.readouterr()
-    assert out == world.alice.public_key.hex() + "\n"
+    assert out == f"{PUBLIC}:{world.alice.public_key.hex()}\n"
     assert err == (
         f"hopgate: warning: --public-of {world.p('alice.key')}: the signing key is readable by other users "
         "(mode 0644; chmod 600 it)\n"
@@ -192,22 +248,25 @@ def test_key_files_raw_env_missing_bad_and_world_readable(world: World, capsys: 
     missing = world.p("nobody.key")
     assert main(["keygen", "--public-of", missing]) == 2
     assert capsys.readouterr().err == f"hopgate: error: --public-of {missing}: No such file or directory\n"
-    short = world.dir / "short.key"
-    short.write_text("abcd\n")
-    short.chmod(0o600)
-    assert main(["keygen", "--public-of", str(short)]) == 2
-    assert capsys.readouterr().err == (
-        f"hopgate: error: --public-of {short}: expected a seed of 64 hex digits (or 32 raw bytes)\n"
-    )
+    for text in ("abcd\n", f"{SIGNING}:abcd\n", f"{SIGNING}:{'ab' * 32}\nextra\n", f"hopgate-signing-key-v2:{'ab' * 32}\n"):
+        short = world.dir / "short.key"
+        short.write_text(text)
+        short.chmod(0o600)
+        assert main(["keygen", "--public-of", str(short)]) == 2
+        assert capsys.readouterr().err == (
+            f"hopgate: error: --public-of {short}: expected one line {SIGNING}:<64 hex digits>\n"
+        )
 
     env = {k: v for k, v in os.environ.items() if k != "HOPGATE_ISSUER_KEY"}
     base = ["grant", "--holder", world.bob.public_key.hex(), "--cap", "a:b", "--budget", "1", "--unit", "u",
             "--not-before", "0", "--not-after", "10", "--max-depth", "0"]  # fmt: skip
     no_key = subprocess.run([sys.executable, "-m", "hopgate", *base], capture_output=True, text=True, env=env)
     assert no_key.returncode == 2 and no_key.stdout == ""
-    assert no_key.stderr == "hopgate: error: no signing key: pass --issuer-key FILE or set HOPGATE_ISSUER_KEY (64 hex digits)\n"
-    from_env = run_cli(*base, env={"HOPGATE_ISSUER_KEY": world.alice.seed().hex()})
-    assert from_env.returncode == 0
+    assert no_key.stderr == (
+        f"hopgate: error: no signing key: pass --issuer-key FILE or set HOPGATE_ISSUER_KEY ({SIGNING}:<64 hex digits>)\n"
+    )
+    from_env = run_cli(*base, env={"HOPGATE_ISSUER_KEY": f"{SIGNING}:{world.alice.seed().hex()}"})
+    assert from_env.returncode == 0, from_env.stderr
     assert hopgate.Chain.from_text(from_env.stdout.decode().strip()).issuer == world.alice.public_key
 
 
@@ -251,11 +310,11 @@ def test_grant_to_stdout(world: World, capsys: pytest.CaptureFixture[str]) -> No
 @pytest.mark.parametrize(
     ("option", "value", "message"),
     [
-        ("--holder", "xyz", "--holder 'xyz': expected 64 hex digits (an Ed25519 public key, 32 bytes)"),
-        ("--holder", "ab" * 31, f"--holder '{'ab' * 31}': expected 64 hex digits (an Ed25519 public key, 32 bytes)"),
+        ("--holder", "xyz", f"--holder 'xyz': expected an Ed25519 public key: 64 hex digits, bare or as {PUBLIC}:<hex>"),
+        ("--holder", "ab" * 31, f"--holder '{'ab' * 31}': expected an Ed25519 public key: 64 hex digits, bare or as {PUBLIC}:<hex>"),
+        ("--holder", f"{PUBLIC}:abcd", f"--holder 'abcd': expected an Ed25519 public key: 64 hex digits, bare or as {PUBLIC}:<hex>"),
         ("--session", "abcd", "--session 'abcd': expected 32 hex digits (a session id, 16 bytes)"),
         ("--cap", "payments", "--cap 'payments': expected RESOURCE:ABILITY (for example payments/*:refund)"),
-        ("--not-before", "2026-11-22T10:00:00", "--not-before '2026-11-22T10:00:00': an ISO-8601 time needs a zone (Z or +HH:MM)"),
         ("--not-after", str(NOT_BEFORE), f"grant: invalid not_before: not_before ({NOT_BEFORE}) must be < not_after ({NOT_BEFORE})"),
     ],
 )  # fmt: skip
@@ -275,9 +334,12 @@ def test_grant_input_errors(
 
 
 def test_usage_errors_exit_2_from_argparse(capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit) as exc:
-        main(["grant", "--budget", "-5"])
-    assert exc.value.code == 2
+    assert usage_error(["grant", "--budget", "-5"], capsys) == (
+        "hopgate grant: error: argument --budget: '-5': expected an integer in 0..2**64-1 (u64)"
+    )
+    assert usage_error(["grant", "--not-before", "2026-11-22T10:00:00"], capsys) == (
+        "hopgate grant: error: argument --not-before: '2026-11-22T10:00:00': an ISO-8601 time needs a zone (Z or +HH:MM)"
+    )
     with pytest.raises(SystemExit) as exc:
         main(["verify"])
     assert exc.value.code == 2
@@ -499,22 +561,22 @@ def test_verify_many_lines_of_one_file_and_trusted_file(world: World, capsys: py
     both = world.dir / "both.chains"
     both.write_text(a + "\n" + b)
     trusted = world.dir / "trusted"
-    trusted.write_text(f"# issuers\n{world.bob.public_key.hex()}\n\n{world.alice.public_key.hex()}  # alice\n")
+    trusted.write_text(f"# issuers\n{world.bob.public_key.hex()}\n\n{PUBLIC}:{world.alice.public_key.hex()}  # alice\n")
     assert main(["verify", str(both), "--trusted-file", str(trusted), "--now", str(NOW)]) == 0
     assert capsys.readouterr().out == f"{both}:1: OK\n{both}:3: OK\n"
 
     trusted.write_text("nothex\n")
     assert main(["verify", str(both), "--trusted-file", str(trusted)]) == 2
-    assert capsys.readouterr() == ("", f"hopgate: error: --trusted-file {trusted}:1: 'nothex': expected 64 hex digits (an Ed25519 public key, 32 bytes)\n")
+    assert capsys.readouterr() == ("", f"hopgate: error: --trusted-file {trusted}:1: 'nothex': expected an Ed25519 public key: 64 hex digits, bare or as {PUBLIC}:<hex>\n")
     assert main(["verify", str(both)]) == 2
     assert capsys.readouterr() == ("", "hopgate: error: no trusted issuer: pass --trusted PUBHEX or --trusted-file FILE\n")
     assert main(["verify", str(both), "--trusted", "12"]) == 2
-    assert capsys.readouterr().err == "hopgate: error: --trusted '12': expected 64 hex digits (an Ed25519 public key, 32 bytes)\n"
+    assert capsys.readouterr().err == f"hopgate: error: --trusted '12': expected an Ed25519 public key: 64 hex digits, bare or as {PUBLIC}:<hex>\n"
     missing = world.p("missing.chain")
     assert main(world.verify(str(both), missing)) == 2
     assert capsys.readouterr() == ("", f"hopgate: error: {missing}: No such file or directory\n")
     assert main(world.verify("-", "-")) == 2
-    assert capsys.readouterr().err == "hopgate: error: stdin (-) can be read only once\n"
+    assert capsys.readouterr().err == "hopgate: error: stdin (-) can be read only once: CHAIN_FILE and CHAIN_FILE both name it\n"
 
 
 def test_verify_from_stdin(world: World) -> None:
@@ -596,3 +658,345 @@ def test_top_level_help_lists_every_command() -> None:
     assert hopgate.cli.__doc__ is not None
     for command in ("keygen", "grant", "delegate", "invoke", "verify", "bench", "audit verify"):
         assert f"``hopgate {command}" in hopgate.cli.__doc__
+
+
+# ---------------------------------------------------------------------------
+# Attacks: a key file taken for another kind, a number out of range, odd bytes.
+# Each is a usage error (exit status 2) naming the option or file, never a traceback.
+# ---------------------------------------------------------------------------
+
+
+def public_key_file(world: World, name: str, key: hopgate.SigningKey) -> str:
+    """A public-key file as ``hopgate keygen -o K --public > NAME`` writes it (mode 0600, so
+    that no file-mode warning can stand in for the refusal)."""
+    path = world.dir / name
+    path.write_text(f"{PUBLIC}:{key.public_key.hex()}\n")
+    path.chmod(0o600)
+    return str(path)
+
+
+def test_attack_verify_skew_out_of_range(world: World) -> None:
+    chain = world.delegate()
+    inv = world.invoke(chain)
+    base = ["verify", chain, "--trusted", world.alice.public_key.hex(), "--now", str(NOW), "--invocation", inv]
+    for skew in (str(2**63), str(2**64), str(2**64 - 1), "-1", "2**63", "1e3"):
+        done = run_cli(*base, "--skew", skew)
+        assert (done.returncode, done.stdout) == (2, b""), skew
+        assert b"Traceback" not in done.stderr
+        assert done.stderr.decode().splitlines()[-1] == (
+            f"hopgate verify: error: argument --skew: '{skew}': expected an integer in 0..2**63-1 "
+            "(seconds; twice the skew is the replay window, a u64)"
+        )
+    done = run_cli(*base, "--skew", str(2**63 - 1))  # the bound itself: the gate takes it
+    assert (done.returncode, done.stdout, done.stderr) == (0, f"{chain}: OK\n".encode(), b"")
+
+
+def test_attack_public_key_file_as_issuer_key(world: World) -> None:
+    made = run_cli("keygen", "-o", world.p("agent.key"), "--public")
+    assert made.returncode == 0
+    pub = world.dir / "agent.pub"
+    pub.write_bytes(made.stdout)  # hopgate keygen -o agent.key --public > agent.pub
+    for mode in (0o644, 0o600):
+        pub.chmod(mode)
+        done = run_cli(
+            "grant", "--issuer-key", str(pub), "--holder", world.bob.public_key.hex(), "--cap", "a:b",
+            "--budget", "1", "--unit", "u", "--not-before", "0", "--not-after", "10", "--max-depth", "0",
+            "-o", world.p("g.chain"),
+        )  # fmt: skip
+        assert (done.returncode, done.stdout) == (2, b"")
+        assert done.stderr.decode() == (
+            f"hopgate: error: --issuer-key {pub}: holds a public key ({PUBLIC}), not a signing key\n"
+        )
+        assert not (world.dir / "g.chain").exists()
+
+
+def test_attack_public_key_file_as_holder_key(world: World, capsys: pytest.CaptureFixture[str]) -> None:
+    grant = world.grant()
+    chain = world.delegate()
+    bob_pub = public_key_file(world, "bob.pub", world.bob)
+    carol_pub = public_key_file(world, "carol.pub", world.carol)
+    attempts = [
+        (["delegate", grant, "--holder-key", bob_pub, "--to", world.carol.public_key.hex()], "--holder-key", bob_pub),
+        (["invoke", chain, "--holder-key", carol_pub, "--ability", "refund", "--resource", "payments/stripe",
+          "--cost", "1"], "--holder-key", carol_pub),
+        (["keygen", "--public-of", carol_pub], "--public-of", carol_pub),
+    ]  # fmt: skip
+    for argv, option, path in attempts:
+        assert main(argv) == 2
+        assert capsys.readouterr() == (
+            "", f"hopgate: error: {option} {path}: holds a public key ({PUBLIC}), not a signing key\n"
+        )
+
+
+def test_attack_public_key_in_the_environment(world: World) -> None:
+    base = ["grant", "--holder", world.bob.public_key.hex(), "--cap", "a:b", "--budget", "1", "--unit", "u",
+            "--not-before", "0", "--not-after", "10", "--max-depth", "0"]  # fmt: skip
+    done = run_cli(*base, env={"HOPGATE_ISSUER_KEY": f"{PUBLIC}:{world.bob.public_key.hex()}"})
+    assert (done.returncode, done.stdout) == (2, b"")
+    assert done.stderr == f"hopgate: error: $HOPGATE_ISSUER_KEY: holds a public key ({PUBLIC}), not a signing key\n".encode()
+    done = run_cli(*base, env={"HOPGATE_ISSUER_KEY": world.alice.seed().hex()})
+    assert (done.returncode, done.stdout) == (2, b"")
+    assert done.stderr == (
+        "hopgate: error: $HOPGATE_ISSUER_KEY: an unlabelled key (64 hex digits) could be a signing key or a public "
+        f"key, so it is refused; if it holds a signing key (secret seed), set it to {SIGNING}:<its 64 hex digits>\n"
+    ).encode()
+    odd = os.fsdecode(b"\xff" * 64)  # environment bytes that are not UTF-8
+    done = run_cli(*base, env={"HOPGATE_ISSUER_KEY": odd})
+    assert (done.returncode, done.stdout) == (2, b"") and b"Traceback" not in done.stderr
+    assert done.stderr == f"hopgate: error: $HOPGATE_ISSUER_KEY: expected one line {SIGNING}:<64 hex digits>\n".encode()
+
+
+FIX = "label it: "
+
+
+def test_attack_unlabelled_hex_key_file_is_refused_until_labelled(world: World) -> None:
+    old = world.dir / "old key"  # a space: the command in the message quotes the name
+    old.write_text(world.alice.seed().hex() + "\n")  # what keygen wrote before key files had labels
+    old.chmod(0o600)
+    done = run_cli("keygen", "--public-of", str(old))
+    assert (done.returncode, done.stdout) == (2, b"")
+    fix = f"printf '{SIGNING}:%s\\n' \"$(tr -d ' \\t\\r\\n' < '{old}')\" > '{old}'"
+    assert done.stderr.decode() == (
+        f"hopgate: error: --public-of {old}: an unlabelled key (64 hex digits) could be a signing key or a "
+        f"public key, so it is refused; if it holds a signing key (secret seed), {FIX}{fix}\n"
+    )
+    subprocess.run(["sh", "-c", fix], check=True)  # the command the message gives, in POSIX sh
+    assert old.read_text() == f"{SIGNING}:{world.alice.seed().hex()}\n"
+    assert stat.S_IMODE(old.stat().st_mode) == 0o600
+    done = run_cli("keygen", "--public-of", str(old))
+    assert (done.returncode, done.stdout, done.stderr) == (0, f"{PUBLIC}:{world.alice.public_key.hex()}\n".encode(), b"")
+
+
+def test_attack_unlabelled_raw_key_file_is_refused_until_labelled(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    raw = world.dir / "raw.key"
+    raw.write_bytes(world.bob.seed())  # 32 bytes: a seed or a public key, nobody can tell
+    raw.chmod(0o600)
+    grant = world.grant()
+    argv = ["delegate", grant, "--holder-key", str(raw), "--to", world.carol.public_key.hex(), "-o", world.p("d")]
+    assert main(argv) == 2
+    fix = f"printf '{SIGNING}:%s\\n' \"$(od -An -v -tx1 {raw} | tr -d ' \\n')\" > {raw}"
+    assert capsys.readouterr() == ("", (
+        f"hopgate: error: --holder-key {raw}: an unlabelled key (32 raw bytes) could be a signing key or a public "
+        f"key, so it is refused; if it holds a signing key (secret seed), {FIX}{fix}\n"
+    ))  # fmt: skip
+    assert not (world.dir / "d").exists()
+    subprocess.run(["sh", "-c", fix], check=True)
+    assert raw.read_text() == f"{SIGNING}:{world.bob.seed().hex()}\n"
+    assert main(argv) == 0
+    assert hopgate.Chain.from_text(pathlib.Path(world.p("d")).read_text().strip()).holder == world.carol.public_key
+
+
+def test_attack_audit_key_file_as_signing_key(world: World, capsys: pytest.CaptureFixture[str]) -> None:
+    audit = world.p("audit.key")
+    assert main(["keygen", "--audit", "-o", audit]) == 0
+    argv = ["grant", "--issuer-key", audit, "--holder", world.bob.public_key.hex(), "--cap", "a:b", "--budget", "1",
+            "--unit", "u", "--not-before", "0", "--not-after", "10", "--max-depth", "0"]  # fmt: skip
+    assert main(argv) == 2
+    assert capsys.readouterr() == ("", f"hopgate: error: --issuer-key {audit}: holds an audit key ({AUDIT}), not a signing key\n")
+    assert main(["keygen", "--public-of", audit]) == 2
+    assert capsys.readouterr().err == f"hopgate: error: --public-of {audit}: holds an audit key ({AUDIT}), not a signing key\n"
+
+
+def test_attack_signing_or_public_key_file_as_audit_key(world: World, capsys: pytest.CaptureFixture[str]) -> None:
+    key = os.urandom(32)
+    log = world.p("gate.log")
+    with hopgate.AuditLog(log, key=key):
+        pass
+    pub = public_key_file(world, "alice.pub", world.alice)
+    for path, label, kind in ((world.p("alice.key"), SIGNING, "a signing key"), (pub, PUBLIC, "a public key")):
+        assert main(["audit", "verify", log, "--key-file", path]) == 2
+        assert capsys.readouterr() == ("", f"hopgate: error: --key-file {path}: holds {kind} ({label}), not an audit key\n")
+    # Unlabelled audit keys, as applications of AuditLog write them, still verify.
+    for name, data in (("raw", key), ("hex", (key.hex() + "\n").encode()), ("labelled", f"{AUDIT}:{key.hex()}".encode())):
+        key_file = world.dir / name
+        key_file.write_bytes(data)
+        key_file.chmod(0o600)
+        assert main(["audit", "verify", log, "--key-file", str(key_file)]) == 0, name
+        assert capsys.readouterr().out.startswith(f"OK: {log}: 0 records")
+
+
+def test_attack_signing_key_where_a_public_key_is_expected(world: World, capsys: pytest.CaptureFixture[str]) -> None:
+    secret = world.alice.seed().hex()
+    grant = world.grant()
+    trusted = world.dir / "trusted"
+    trusted.write_text((world.dir / "alice.key").read_text())  # a signing-key file as the trusted list
+    attempts = [
+        (["grant", "--issuer-key", world.p("alice.key"), "--holder", f"{SIGNING}:{secret}", "--cap", "a:b",
+          "--budget", "1", "--unit", "u", "--not-before", "0", "--not-after", "10", "--max-depth", "0"], "--holder"),
+        (["delegate", grant, "--holder-key", world.p("bob.key"), "--to", f"{SIGNING}:{secret}"], "--to"),
+        (["verify", grant, "--trusted", f"{SIGNING}:{secret}"], "--trusted"),
+        (["verify", grant, "--trusted", f"{AUDIT}:{secret}"], "--trusted"),
+        (["verify", grant, "--trusted-file", str(trusted)], f"--trusted-file {trusted}:1:"),
+    ]  # fmt: skip
+    for argv, option in attempts:
+        assert main(argv) == 2
+        out, err = capsys.readouterr()
+        label = AUDIT if f"{AUDIT}:" in " ".join(argv) else SIGNING
+        kind = "an audit key" if label == AUDIT else "a signing key"
+        assert (out, err) == ("", (
+            f"hopgate: error: {option}: that is {kind} ({label}), a secret, not a public key "
+            "(hopgate keygen --public-of FILE prints the public key of a signing key)\n"
+        ))  # fmt: skip
+        assert secret not in err
+
+
+def test_attack_oversized_or_unreadable_key_file(world: World, capsys: pytest.CaptureFixture[str]) -> None:
+    big = world.dir / "big.key"
+    big.write_text((world.dir / "alice.key").read_text() + " " * 5000)
+    big.chmod(0o600)
+    assert main(["keygen", "--public-of", str(big)]) == 2
+    assert capsys.readouterr().err == f"hopgate: error: --public-of {big}: more than 4096 bytes: not a key file\n"
+    assert main(["keygen", "--public-of", str(world.dir)]) == 2
+    assert capsys.readouterr().err == f"hopgate: error: --public-of {world.dir}: Is a directory\n"
+    assert main(["keygen", "-o", str(world.dir), "--force"]) == 2
+    assert capsys.readouterr() == ("", f"hopgate: error: -o {world.dir}: is a directory\n")
+
+
+def bad_command(world: World, command: str, option: str, value: str) -> list[str]:
+    """A command line that is valid but for ``option value``."""
+    chain = world.p("d.chain") if (world.dir / "d.chain").exists() else world.delegate()
+    inv = world.p("inv") if (world.dir / "inv").exists() else world.invoke(chain)
+    base = {
+        "grant": ["grant", "--issuer-key", world.p("alice.key"), "--holder", world.bob.public_key.hex(), "--cap",
+                  "a:b", "--budget", "1", "--unit", "u", "--not-before", "0", "--not-after", "10", "--max-depth", "0"],
+        "delegate": ["delegate", chain, "--holder-key", world.p("carol.key"), "--to", world.bob.public_key.hex()],
+        "invoke": ["invoke", chain, "--holder-key", world.p("carol.key"), "--ability", "refund", "--resource",
+                   "payments/stripe", "--cost", "1"],
+        "verify": ["verify", chain, "--trusted", world.alice.public_key.hex(), "--invocation", inv],
+    }[command]  # fmt: skip
+    if option in base:
+        i = base.index(option)
+        return [*base[:i], option, value, *base[i + 2 :]]
+    return [*base, option, value]
+
+
+U64 = "expected an integer in 0..2**64-1 (u64)"
+U8 = "expected an integer in 0..255 (u8)"
+SKEW = "expected an integer in 0..2**63-1 (seconds; twice the skew is the replay window, a u64)"
+TIME = "out of range: unix seconds in 0..2**64-1 (u64)"
+NUMERIC = [
+    ("grant", "--budget", U64, 2**64 - 1), ("grant", "--max-depth", U8, 255),
+    ("grant", "--not-before", TIME, 2**64 - 1), ("grant", "--not-after", TIME, 2**64 - 1),
+    ("delegate", "--budget", U64, 2**64 - 1), ("delegate", "--max-depth", U8, 255),
+    ("delegate", "--not-before", TIME, 2**64 - 1), ("delegate", "--not-after", TIME, 2**64 - 1),
+    ("invoke", "--cost", U64, 2**64 - 1), ("invoke", "--timestamp", TIME, 2**64 - 1),
+    ("verify", "--now", TIME, 2**64 - 1), ("verify", "--skew", SKEW, 2**63 - 1),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("command", "option", "message", "bound"), NUMERIC)
+def test_attack_numeric_option_out_of_range(
+    world: World, capsys: pytest.CaptureFixture[str], command: str, option: str, message: str, bound: int
+) -> None:
+    # Times read -N as N seconds ago, so -1 is a valid time; before 1970 is their -1.
+    below = f"-{NOW + 10**9}" if message == TIME else "-1"
+    above = [str(bound + 1), str(2**64), "9" * 5000]
+    if message == TIME:
+        above += [f"+{2**64}", f"+{bound}d"]
+    for value in (below, *above):
+        line = usage_error(bad_command(world, command, option, value), capsys)
+        assert line == f"hopgate {command}: error: argument {option}: '{value}': {message}", value
+    dest = option[2:].replace("-", "_")
+    if message == TIME:  # -1 is one second ago, the relative form the help documents
+        before = int(time.time())
+        value = getattr(build_parser().parse_args(bad_command(world, command, option, "-1")), dest)
+        assert before - 1 <= value <= int(time.time()) - 1
+    # The bound itself is taken by the parser.
+    assert getattr(build_parser().parse_args(bad_command(world, command, option, str(bound))), dest) == bound
+
+
+def test_numeric_bounds_are_what_the_library_takes(world: World, capsys: pytest.CaptureFixture[str]) -> None:
+    top = str(2**64 - 1)
+    argv = ["grant", "--issuer-key", world.p("alice.key"), "--holder", world.bob.public_key.hex(), "--cap", "a:*",
+            "--budget", top, "--unit", "u", "--not-before", "0", "--not-after", top, "--max-depth", "255",
+            "-o", world.p("top.chain")]  # fmt: skip
+    assert main(argv) == 0
+    link = hopgate.Chain.from_text(pathlib.Path(world.p("top.chain")).read_text().strip()).links[0]
+    assert (link.budget, link.not_after, link.max_depth) == (2**64 - 1, 2**64 - 1, 255)
+    argv = ["invoke", world.p("top.chain"), "--holder-key", world.p("bob.key"), "--ability", "x", "--resource", "a",
+            "--cost", top, "--timestamp", top, "-o", world.p("top.inv")]  # fmt: skip
+    assert main(argv) == 0
+    assert main(["verify", world.p("top.chain"), "--trusted", world.alice.public_key.hex(), "--now", str(2**64 - 2),
+                 "--invocation", world.p("top.inv"), "--skew", str(2**63 - 1)]) == 0  # fmt: skip
+    assert capsys.readouterr() == (f"{world.p('top.chain')}: OK\n", "")
+
+
+@pytest.mark.parametrize("value", ["1e3", "0x10", "+5", " 5", "5 ", "1__0", "_1", "1_", "١٢", "²", "", "1.0", "-0"])
+def test_attack_integer_spellings(world: World, capsys: pytest.CaptureFixture[str], value: str) -> None:
+    line = usage_error(bad_command(world, "grant", "--budget", value), capsys)
+    assert line == f"hopgate grant: error: argument --budget: {value!r}: {U64}"
+
+
+def test_integer_underscores_and_leading_zeros(world: World) -> None:
+    args = build_parser().parse_args(bad_command(world, "grant", "--budget", "10_000"))
+    assert args.budget == 10_000
+    args = build_parser().parse_args(bad_command(world, "grant", "--max-depth", "0" * 50 + "255"))
+    assert args.max_depth == 255
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        ("²", "expected unix seconds, ISO-8601 with a zone (2026-11-22T10:00:00Z), now, or +SECONDS"),
+        ("+١٢", "expected unix seconds, ISO-8601 with a zone (2026-11-22T10:00:00Z), now, or +SECONDS"),
+        ("٢٠٢٦-11-22T10:00:00Z", "expected unix seconds, ISO-8601 with a zone (2026-11-22T10:00:00Z), now, or +SECONDS"),
+        ("1969-12-31T23:59:59Z", TIME),
+        ("1970-01-01T00:00:00+01:00", TIME),
+        ("+" + "9" * 5000, TIME),
+        ("-" + "9" * 5000, TIME),
+        ("2026-11-22T10:00:00", "an ISO-8601 time needs a zone (Z or +HH:MM)"),
+    ],
+)
+def test_attack_time_spellings(world: World, capsys: pytest.CaptureFixture[str], value: str, reason: str) -> None:
+    line = usage_error(bad_command(world, "grant", "--not-before", value), capsys)
+    assert line == f"hopgate grant: error: argument --not-before: {value!r}: {reason}"
+
+
+@pytest.mark.parametrize(
+    ("command", "option", "value"),
+    [
+        ("grant", "--unit", "usd\udcff"),
+        ("grant", "--cap", "a:\udcff"),
+        ("delegate", "--cap", "\udcff:b"),
+        ("invoke", "--ability", "\udcffx"),
+        ("invoke", "--resource", "payments/\udcff"),
+    ],
+)
+def test_attack_arguments_that_are_not_utf8(
+    world: World, capsys: pytest.CaptureFixture[str], command: str, option: str, value: str
+) -> None:
+    """Bytes in argv that do not decode reach Python as lone surrogates; they are refused by option."""
+    line = usage_error(bad_command(world, command, option, value), capsys)
+    shown = os.fsencode(value).decode("utf-8", "backslashreplace")
+    assert line == f"hopgate {command}: error: argument {option}: '{shown}': not valid UTF-8"
+
+
+def test_attack_file_name_that_is_not_utf8(world: World) -> None:
+    odd = world.dir / os.fsdecode(b"g\xff.chain")
+    odd.write_text(pathlib.Path(world.grant()).read_text())
+    strict = {"PYTHONIOENCODING": "utf-8"}  # stdout refuses surrogates, as under most UTF-8 locales
+    done = run_cli("verify", str(odd), "--trusted", world.alice.public_key.hex(), "--now", str(NOW), env=strict)
+    assert (done.returncode, done.stdout, done.stderr) == (0, f"{world.dir}/g\\xff.chain: OK\n".encode(), b"")
+
+
+def test_attack_stdin_read_twice(world: World, capsys: pytest.CaptureFixture[str]) -> None:
+    grant = world.grant()
+    attempts = [
+        (["delegate", "-", "--holder-key", world.p("bob.key"), "--to", world.carol.public_key.hex(),
+          "--meta-file", "-"], "CHAIN_FILE and --meta-file"),
+        (["invoke", "-", "--holder-key", world.p("bob.key"), "--ability", "refund", "--resource", "payments/x",
+          "--cost", "1", "--payload-file", "-"], "CHAIN_FILE and --payload-file"),
+        (["verify", "-", "--trusted", world.alice.public_key.hex(), "--invocation", "-"], "CHAIN_FILE and --invocation"),
+        (["verify", grant, "-", "-", "--trusted", world.alice.public_key.hex()], "CHAIN_FILE and CHAIN_FILE"),
+    ]  # fmt: skip
+    for argv, named in attempts:
+        assert main(argv) == 2
+        assert capsys.readouterr() == ("", f"hopgate: error: stdin (-) can be read only once: {named} both name it\n")
+
+
+def test_skew_without_an_invocation_is_refused(world: World, capsys: pytest.CaptureFixture[str]) -> None:
+    grant = world.grant()
+    assert main(world.verify(grant, "--skew", "60")) == 2
+    assert capsys.readouterr() == ("", "hopgate: error: --skew applies to --invocation only\n")

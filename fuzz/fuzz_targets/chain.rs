@@ -211,11 +211,8 @@ fn check_builders(recipe: &Recipe, built: &Built) {
         };
         let parent = &recipe.links[i - 1].fields;
         let r = chain::delegate(&prefix, &keys()[l.signer], &l.fields.holder, d);
-        let want = if pk(l.signer) != parent.holder {
-            Some(Code::BadSignature)
-        } else {
-            model_attenuation(parent, &l.fields)
-        };
+        let want =
+            if pk(l.signer) != parent.holder { Some(Code::BadSignature) } else { model_attenuation(parent, &l.fields) };
         match (r, want) {
             (Ok(bytes), None) => {
                 let end = built.offsets.get(i + 1).copied().unwrap_or(built.bytes.len());

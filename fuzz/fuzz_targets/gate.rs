@@ -30,7 +30,7 @@ use std::collections::{HashMap, HashSet};
 
 use hopgate_core::chain;
 use hopgate_core::gate::{Gate, GateConfig};
-use hopgate_core::ledger::{Account, Ledger};
+use hopgate_core::ledger::{Account, Ledger, SettleError};
 use hopgate_core::sig::{self, Message};
 use hopgate_core::wire::{self, Chain, Invocation, InvocationFields, INVOKE_DOMAIN};
 use hopgate_core::Code;
@@ -53,7 +53,8 @@ struct Req {
 #[derive(Default)]
 struct Model {
     accounts: HashMap<[u8; 32], Account>,
-    nonces: HashMap<[u8; 16], u64>,
+    /// (root account, nonce) -> expiry: the replay identity is per root.
+    nonces: HashMap<([u8; 32], [u8; 16]), u64>,
     revoked: HashSet<[u8; 32]>,
 }
 
@@ -160,7 +161,7 @@ fn run(data: &[u8]) {
                 assert_eq!(o[0].code, codes[i], "request {i}: batch and one-by-one disagree");
                 keep.extend(o.pop().and_then(|o| o.reservation));
             }
-            keep.into_iter().for_each(|r| r.release());
+            keep.into_iter().for_each(|r| r.release().expect("no audit log"));
         }
 
         // Settle every reservation as the input says.
@@ -170,14 +171,26 @@ fn run(data: &[u8]) {
             let (charge, outcome) = match inp.below(4) {
                 0 => {
                     let actual = amount.checked_add(1).map_or(inp.u64(), |m| inp.u64() % m);
-                    (actual, res.commit(actual).map_err(|o| o.actual))
+                    (
+                        actual,
+                        res.commit(actual).map_err(|e| match e {
+                            SettleError::Overrun(o) => o.actual,
+                            SettleError::Audit(e) => panic!("no audit log: {e}"),
+                        }),
+                    )
                 }
                 1 => {
                     let actual = amount.saturating_add(1 + u64::from(inp.u8()));
-                    (actual, res.commit(actual).map_err(|o| o.actual))
+                    (
+                        actual,
+                        res.commit(actual).map_err(|e| match e {
+                            SettleError::Overrun(o) => o.actual,
+                            SettleError::Audit(e) => panic!("no audit log: {e}"),
+                        }),
+                    )
                 }
                 2 => {
-                    res.release();
+                    res.release().expect("no audit log");
                     (0, Ok(()))
                 }
                 _ => {
@@ -315,7 +328,8 @@ fn request_code(
     if inv.timestamp.abs_diff(now) > config.skew {
         return Code::StaleInvocation;
     }
-    if model.nonces.get(inv.nonce).is_some_and(|&expiry| expiry >= now) {
+    let key = (path[0].0, *inv.nonce);
+    if model.nonces.get(&key).is_some_and(|&expiry| expiry >= now) {
         return Code::Replay;
     }
     let fits = path.iter().all(|(id, cap)| {
@@ -329,7 +343,7 @@ fn request_code(
         model.accounts.entry(*id).or_insert(Account { cap: *cap, ..Account::default() }).reserved += inv.cost;
     }
     let expiry = inv.timestamp.saturating_add(config.replay_window);
-    let e = model.nonces.entry(*inv.nonce).or_insert(expiry);
+    let e = model.nonces.entry(key).or_insert(expiry);
     *e = (*e).max(expiry);
     Code::Ok
 }

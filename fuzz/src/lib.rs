@@ -240,15 +240,16 @@ pub fn model_covers(p: &str, c: &str) -> bool {
         return true;
     }
     let (pb, cb) = (p.as_bytes(), c.as_bytes());
-    pb.len() >= 2 && pb[pb.len() - 2..] == *b"/*" && cb.len() >= pb.len() - 1 && cb[..pb.len() - 1] == pb[..pb.len() - 1]
+    pb.len() >= 2
+        && pb[pb.len() - 2..] == *b"/*"
+        && cb.len() >= pb.len() - 1
+        && cb[..pb.len() - 1] == pb[..pb.len() - 1]
 }
 
 /// SPEC §1 attenuation rules 1–4 of `child` against `parent`, in order.
 pub fn model_attenuation(parent: &CommonFields, child: &CommonFields) -> Option<Code> {
-    let scope_ok = child
-        .caps
-        .iter()
-        .all(|(r, a)| parent.caps.iter().any(|(pr, pa)| model_covers(pr, r) && model_covers(pa, a)));
+    let scope_ok =
+        child.caps.iter().all(|(r, a)| parent.caps.iter().any(|(pr, pa)| model_covers(pr, r) && model_covers(pa, a)));
     if !scope_ok {
         return Some(Code::ScopeWidened);
     }
@@ -655,7 +656,16 @@ impl PoolChain {
     }
 }
 
-fn plain(holder: usize, caps: &[(&str, &str)], budget: u64, unit: &str, nb: u64, na: u64, depth: u8, n: u8) -> CommonFields {
+fn plain(
+    holder: usize,
+    caps: &[(&str, &str)],
+    budget: u64,
+    unit: &str,
+    nb: u64,
+    na: u64,
+    depth: u8,
+    n: u8,
+) -> CommonFields {
     CommonFields {
         holder: pk(holder),
         not_before: nb,
@@ -690,7 +700,8 @@ pub fn pool() -> &'static [PoolChain] {
         let day = 1_000_000;
         let g0 = plain(2, &[("files/reports/*", "read"), ("db/users/*", "*")], 1000, "usd-cents", T0, T0 + day, 3, 1);
         let d1 = plain(3, &[("files/reports/q3.pdf", "read")], 200, "usd-cents", T0, T0 + day, 2, 2);
-        let d2 = plain(4, &[("files/reports/*", "read"), ("db/users/42", "write")], 900, "usd-cents", T0, T0 + day, 1, 3);
+        let d2 =
+            plain(4, &[("files/reports/*", "read"), ("db/users/42", "write")], 900, "usd-cents", T0, T0 + day, 1, 3);
         let d3 = plain(5, &[("files/reports/q3.pdf", "read")], 150, "usd-cents", T0 + 10, T0 + day / 2, 0, 4);
         let wide = plain(3, &[("files/reports/q3.pdf", "read")], 5000, "usd-cents", T0, T0 + day, 1, 5);
         vec![

@@ -7,9 +7,9 @@ pure-Python ``hopgate.reference``. ``hopgate.BACKEND`` says which one is in use.
 
 from __future__ import annotations
 
-from ._audit import AuditReport, GateRecord
+from ._audit import AuditReport, GateRecord, SettleRecord, Settlement
 from ._codes import REASONS, Code
-from ._decision import Account, Decision
+from ._decision import Account, Decision, Requirement
 from .errors import (
     AffineError,
     AuditError,
@@ -102,7 +102,10 @@ __all__ = [
     "MalformedError",
     "OverrunError",
     "Receipt",
+    "Requirement",
     "Reservation",
+    "SettleRecord",
+    "Settlement",
     "SigningKey",
     "audit_verify",
     "blake3",

@@ -6,17 +6,35 @@ The file format, the torn-tail rule and the receipts are described in
 
 from __future__ import annotations
 
+import enum
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import NamedTuple, Optional
 
 from ._codes import Code
 
-__all__ = ["AuditReport", "GateRecord", "GATE_RECORD_KIND", "GATE_RECORD_LEN"]
+__all__ = [
+    "AccountSpending",
+    "AuditReport",
+    "GateRecord",
+    "GATE_RECORD_KIND",
+    "GATE_RECORD_LEN",
+    "SETTLE_RECORD_KIND",
+    "SettleRecord",
+    "Settlement",
+    "log_records",
+    "spending",
+]
 
 #: First byte of a gate's record ("G").
 GATE_RECORD_KIND = 0x47
 #: Bytes in a gate's record.
 GATE_RECORD_LEN = 2 + 8 + 32 + 32
+#: First byte of a settlement record ("S").
+SETTLE_RECORD_KIND = 0x53
+_SETTLE_FIXED = 2 + 8 + 8 + 32 + 1
+_HEADER_LEN = 32
+_FRAME_TRAILER = 32 + 32
 
 
 @dataclass(frozen=True)
@@ -83,3 +101,108 @@ class GateRecord(NamedTuple):
             + self.chain_digest
             + self.invocation_digest
         )
+
+
+class Settlement(enum.IntEnum):
+    """How a gate's reservation was settled (the second byte of its record)."""
+
+    COMMIT = 1
+    RELEASE = 2
+    FORFEIT = 3
+
+
+class SettleRecord(NamedTuple):
+    """The record a gate's reservation appends when it is settled:
+    ``"S" | kind u8 | reserved u64 LE | charged u64 LE | BLAKE3(invocation) | n u8
+    | account id (32) * n``, the chain's accounts root first. The invocation digest
+    links it to the gate's record of the decision."""
+
+    kind: Settlement
+    reserved: int
+    charged: int
+    invocation_digest: bytes
+    accounts: tuple[bytes, ...]
+
+    @property
+    def overrun(self) -> int:
+        """What was charged beyond the reservation."""
+        return max(0, self.charged - self.reserved)
+
+    @classmethod
+    def from_bytes(cls, record: bytes) -> SettleRecord:
+        """Decodes a settlement record; ``ValueError`` for anything else."""
+        record = bytes(record)
+        if len(record) < _SETTLE_FIXED or record[0] != SETTLE_RECORD_KIND:
+            raise ValueError(f"not a settlement record: {len(record)} bytes starting with {record[:1]!r}")
+        n = record[_SETTLE_FIXED - 1]
+        if len(record) != _SETTLE_FIXED + 32 * n or record[1] not in Settlement._value2member_map_:
+            raise ValueError(f"not a settlement record: kind {record[1]}, {n} accounts in {len(record)} bytes")
+        accounts = tuple(record[_SETTLE_FIXED + 32 * i : _SETTLE_FIXED + 32 * (i + 1)] for i in range(n))
+        return cls(
+            Settlement(record[1]),
+            int.from_bytes(record[2:10], "little"),
+            int.from_bytes(record[10:18], "little"),
+            record[18:50],
+            accounts,
+        )
+
+    def to_bytes(self) -> bytes:
+        """The record's bytes, as a settled reservation writes them."""
+        return (
+            bytes([SETTLE_RECORD_KIND, int(self.kind)])
+            + self.reserved.to_bytes(8, "little")
+            + self.charged.to_bytes(8, "little")
+            + self.invocation_digest
+            + bytes([len(self.accounts)])
+            + b"".join(self.accounts)
+        )
+
+
+def log_records(data: bytes) -> Iterator[bytes]:
+    """The record bodies of an audit log's bytes, in order. It only walks the
+    framing: verify the log first (``audit_verify``) and pass the verified bytes
+    (``report.bytes``); ``ValueError`` where the framing does not hold."""
+    pos = _HEADER_LEN
+    while pos < len(data):
+        if pos + 4 > len(data):
+            raise ValueError(f"a frame at offset {pos} is cut short")
+        size = int.from_bytes(data[pos : pos + 4], "little")
+        end = pos + 4 + size + _FRAME_TRAILER
+        if end > len(data):
+            raise ValueError(f"a frame at offset {pos} is cut short")
+        yield data[pos + 4 : pos + 4 + size]
+        pos = end
+
+
+@dataclass
+class AccountSpending:
+    """What an audit log says was spent through one account."""
+
+    spent: int = 0
+    overrun: int = 0
+    commits: int = 0
+    releases: int = 0
+    forfeits: int = 0
+    reserved: int = 0
+
+
+def spending(records: Iterable[bytes]) -> dict[bytes, AccountSpending]:
+    """Spending per account id, summed over the settlement records among
+    ``records`` (other records are skipped)."""
+    out: dict[bytes, AccountSpending] = {}
+    for body in records:
+        if not body or body[0] != SETTLE_RECORD_KIND:
+            continue
+        record = SettleRecord.from_bytes(body)
+        for account in record.accounts:
+            entry = out.setdefault(account, AccountSpending())
+            entry.spent += record.charged
+            entry.overrun += record.overrun
+            entry.reserved += record.reserved
+            if record.kind is Settlement.COMMIT:
+                entry.commits += 1
+            elif record.kind is Settlement.RELEASE:
+                entry.releases += 1
+            else:
+                entry.forfeits += 1
+    return out

@@ -32,6 +32,7 @@ class Code(enum.IntEnum):
     STALE_INVOCATION = 15
     REPLAY = 16
     BUDGET_EXHAUSTED = 17
+    COST_BELOW_PRICE = 18
 
 
 #: One sentence per code, for people (logs, HTTP error bodies).
@@ -54,4 +55,5 @@ REASONS: dict[Code, str] = {
     Code.STALE_INVOCATION: "the invocation timestamp is outside the allowed clock skew",
     Code.REPLAY: "the invocation nonce was already used",
     Code.BUDGET_EXHAUSTED: "the budget of some link on the chain cannot cover the cost",
+    Code.COST_BELOW_PRICE: "the invocation's signed cost is below the price the gate requires for this request",
 }

@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, NamedTuple, Optional
+from typing import Any, NamedTuple, Optional, Tuple
 
 from ._codes import REASONS, Code
 
-__all__ = ["Account", "Decision"]
+__all__ = ["Account", "Decision", "Requirement"]
+
+
+#: What a server requires of a request, given to ``Gate.check(require=...)``:
+#: ``(ability, resource, price)``. The invocation must name exactly this ability and
+#: resource (else ``SCOPE_DENIED``) and sign a cost of at least ``price`` (else
+#: ``COST_BELOW_PRICE``).
+Requirement = Tuple[str, str, int]
 
 
 class Account(NamedTuple):

@@ -9,7 +9,8 @@ import numpy as np
 import numpy.typing as npt
 
 from ._audit import AuditReport
-from ._decision import Account, Decision
+from ._codes import Code
+from ._decision import Account, Decision, Requirement
 from typing_extensions import Buffer
 
 from typing import NoReturn
@@ -220,11 +221,24 @@ def code_names() -> list[tuple[int, str]]: ...
 
 @final
 class Ledger:
-    def __new__(cls, *, max_accounts: int = 1_000_000, max_nonces: int = 1_000_000) -> Ledger: ...
+    def __new__(
+        cls,
+        *,
+        max_accounts: int = 1_000_000,
+        max_nonces: int = 1_000_000,
+        max_accounts_per_root: Optional[int] = None,
+        max_nonces_per_root: Optional[int] = None,
+    ) -> Ledger: ...
     @property
     def max_accounts(self) -> int: ...
     @property
     def max_nonces(self) -> int: ...
+    @property
+    def max_accounts_per_root(self) -> int: ...
+    @property
+    def max_nonces_per_root(self) -> int: ...
+    @property
+    def replay_window(self) -> int: ...
     def nonces(self, now: Optional[int] = None) -> int: ...
     def budget(self, path: Union[Chain, Sequence[tuple[_BytesLike, int]]]) -> Budget: ...
     def account(self, account_id: _BytesLike) -> Optional[Account]: ...
@@ -276,6 +290,8 @@ class Gate:
     ) -> Gate: ...
     def revoke(self, revocation_id: _BytesLike) -> None: ...
     @property
+    def audit(self) -> Optional[AuditLog]: ...
+    @property
     def ledger(self) -> Ledger: ...
     @property
     def cache_size(self) -> int: ...
@@ -283,7 +299,23 @@ class Gate:
     def max_batch(self) -> int: ...
     @property
     def cached(self) -> int: ...
-    def check(self, chain: Union[Chain, _BytesLike], invocation: _BytesLike, now: Optional[int] = None) -> Decision: ...
+    def check(
+        self,
+        chain: Union[Chain, _BytesLike],
+        invocation: _BytesLike,
+        now: Optional[int] = None,
+        *,
+        payload: Optional[_BytesLike] = None,
+        require: Optional[Requirement] = None,
+    ) -> Decision: ...
+    def precheck(
+        self,
+        chain: Union[Chain, _BytesLike],
+        invocation: _BytesLike,
+        now: Optional[int] = None,
+        *,
+        require: Optional[Requirement] = None,
+    ) -> Code: ...
     @overload
     def check_batch(
         self,
@@ -291,6 +323,8 @@ class Gate:
         invocations: Sequence[_BytesLike],
         now: Optional[int] = None,
         *,
+        payloads: Optional[Sequence[Optional[_BytesLike]]] = None,
+        requires: Optional[Sequence[Optional[Requirement]]] = None,
         receipts: Literal[False] = False,
     ) -> tuple[npt.NDArray[np.uint8], list[Optional[Reservation]]]: ...
     @overload
@@ -300,6 +334,8 @@ class Gate:
         invocations: Sequence[_BytesLike],
         now: Optional[int] = None,
         *,
+        payloads: Optional[Sequence[Optional[_BytesLike]]] = None,
+        requires: Optional[Sequence[Optional[Requirement]]] = None,
         receipts: Literal[True],
     ) -> tuple[npt.NDArray[np.uint8], list[Optional[Reservation]], list[Optional[Receipt]]]: ...
 
@@ -334,6 +370,8 @@ class AuditLog:
     def close(self) -> None: ...
     @property
     def closed(self) -> bool: ...
+    @property
+    def unsynced(self) -> bool: ...
     @property
     def path(self) -> Path: ...
     @property

@@ -2,12 +2,13 @@
 
 Commands (``hopgate COMMAND --help`` for every option):
 
-``hopgate keygen [-o FILE] [--force] [--public]``
-    A new Ed25519 signing key. The 32-byte seed is written as 64 hex digits to
-    FILE (created with mode 0600; an existing file is refused unless ``--force``)
-    or to stdout. The public key (hex) goes to stderr, or alone to stdout with
-    ``--public``. ``hopgate keygen --public-of FILE`` prints the public key of an
-    existing seed file.
+``hopgate keygen [-o FILE] [--force] [--public] [--audit]``
+    A new Ed25519 signing key. The signing-key line (below) goes to FILE
+    (created with mode 0600; an existing file is refused unless ``--force``) or
+    to stdout. The public-key line goes to stderr, or alone to stdout with
+    ``--public`` (``> agent.pub`` makes the public-key file).
+    ``hopgate keygen --public-of FILE`` prints the public-key line of an
+    existing signing-key file. ``--audit`` makes an audit log key instead.
 ``hopgate grant --issuer-key FILE --holder PUBHEX --cap RESOURCE:ABILITY ... --budget N --unit U --not-before T --not-after T --max-depth D [--session HEX] [-o OUT]``
     Signs a grant (link 0) and writes the chain.
 ``hopgate delegate CHAIN --holder-key FILE --to PUBHEX [--cap ...] [--budget N] [--not-before T] [--not-after T] [--max-depth D] [-o OUT]``
@@ -22,6 +23,8 @@ Commands (``hopgate COMMAND --help`` for every option):
     Times the main operations of the backend in use; prints µs/item and items/s.
 ``hopgate audit verify FILE``
     Checks an audit log and reports the first bad record or OK.
+``hopgate audit spending FILE``
+    Verifies an audit log, then sums its settlement records per account.
 
 Formats. Chains and invocations are written in the text form of SPEC §2
 (base64url without padding, one line; the HTTP header value) unless
@@ -30,30 +33,53 @@ invocation accepts either form: a file that starts with the magic (``HGC1``,
 ``HGI1``) is raw, anything else is text. ``-`` reads stdin. A text file may hold
 one chain per line (``verify`` then names each ``FILE:LINE``).
 
+Numbers are checked when the command line is parsed, against the ranges of
+the wire format: times, ``--budget`` and ``--cost`` are u64 (0..2**64-1),
+``--max-depth`` a u8 (0..255), ``--skew`` 0..2**63-1 (the replay window of the
+dry-run gate, twice the skew, is a u64). Integers are ASCII digits, with
+underscores between them allowed (``10_000``). A value out of range is a usage
+error naming the option and the range.
+
 Times (``--not-before``, ``--not-after``, ``--now``, ``--timestamp``) are unix
 seconds, ISO-8601 with a zone (``2026-11-22T10:00:00Z``), ``now``, or relative to
 now: ``+3600``, ``-60``, ``+90m``, ``+2h``, ``+7d``.
 
-Keys. Signing keys are never taken on the command line, where other users could
-read them: ``--issuer-key`` / ``--holder-key`` name a seed file (64 hex digits,
-or 32 raw bytes), or the seed comes from ``$HOPGATE_ISSUER_KEY`` /
-``$HOPGATE_HOLDER_KEY`` (64 hex digits). The audit key likewise comes from
-``--key-file`` or ``$HOPGATE_AUDIT_KEY``. Public keys, session ids and
-revocation ids are hex.
+Keys. A key file is one line that says what it holds, ``LABEL:HEX`` with HEX
+64 hex digits (32 bytes):
+
+- ``hopgate-signing-key-v1:HEX``: an Ed25519 seed (secret; mode 0600);
+- ``hopgate-public-key-v1:HEX``: an Ed25519 public key;
+- ``hopgate-audit-key-v1:HEX``: an audit log key (secret).
+
+A seed and a public key are both 32 bytes, so the label is what tells them
+apart. ``--issuer-key`` / ``--holder-key`` / ``--public-of`` take a signing-key
+file and refuse any other: a public-key or audit-key file names what it holds,
+and an unlabelled file (64 hex digits or 32 raw bytes, as older versions wrote
+seeds) is refused with the command that labels it, since it could as well hold
+a public key. ``$HOPGATE_ISSUER_KEY`` / ``$HOPGATE_HOLDER_KEY`` hold the same
+line. Signing keys are never taken on the command line, where other users
+could read them. The audit key comes from ``--key-file`` or
+``$HOPGATE_AUDIT_KEY``: an audit-key line, or unlabelled 64 hex digits or 32 raw
+bytes (as applications of ``hopgate.AuditLog`` write keys; a wrong audit key
+only fails verification); a signing-key or public-key file is refused.
+Options taking a public key (``--holder``, ``--to``, ``--trusted``, the lines of
+``--trusted-file``) take 64 hex digits, bare or labelled, and refuse a secret's
+label. Session ids, nonces and revocation ids are hex.
 
 Exit status.
 - 0: success (``verify``: every chain is OK).
-- 2: bad usage or input (a missing or unreadable file, bad hex, a refused
-  delegation or invocation, an existing key file without ``--force``), with a
-  ``hopgate: error: ...`` line on stderr naming the file or option.
+- 2: bad usage or input (a missing or unreadable file, bad hex, a number out
+  of range, a key file holding the wrong kind of key or no label, a refused
+  delegation or invocation, an existing key file without ``--force``), with an
+  ``error:`` line on stderr naming the file or option.
 - ``verify``: the decision code (SPEC §4) of the chain, or, for several chains,
   the first non-zero code in the order given; a chain file that does not parse
   is ``MALFORMED`` (1), its line naming the field and the byte offset. Note that
   code 2 (``UNTRUSTED_ISSUER``) and usage errors share status 2: a decision
   always prints one result line per chain on stdout, a usage error prints
   nothing there.
-- ``audit verify``: 0 when the log verifies, 1 when it does not, 2 on usage or
-  read errors.
+- ``audit verify`` and ``audit spending``: 0 when the log verifies, 1 when it
+  does not, 2 on usage or read errors.
 - 130: interrupted.
 """
 
@@ -64,6 +90,7 @@ import datetime
 import json
 import os
 import re
+import shlex
 import stat
 import sys
 import time
@@ -95,55 +122,123 @@ class UsageError(Exception):
 # Keys and hex
 # ---------------------------------------------------------------------------
 
+# Key files say what they hold: one line ``LABEL:HEX`` (64 hex digits, 32 bytes). A signing
+# key's seed and a public key are both 32 bytes, so without the label a public-key file
+# passed as --issuer-key would sign with the public key taken as a seed: a valid-looking
+# chain from an issuer nobody trusts, and a "secret" that is public.
+SIGNING_KEY_LABEL = "hopgate-signing-key-v1"
+PUBLIC_KEY_LABEL = "hopgate-public-key-v1"
+AUDIT_KEY_LABEL = "hopgate-audit-key-v1"
+_KINDS = {SIGNING_KEY_LABEL: "signing key", PUBLIC_KEY_LABEL: "public key", AUDIT_KEY_LABEL: "audit key"}
+_HOLDS = {label: ("an " if kind[0] in "aeiou" else "a ") + kind for label, kind in _KINDS.items()}
+#: A key file is one short line; a longer file is not a key (and is not read whole).
+MAX_KEY_FILE = 4096
+_HEX64 = re.compile(rb"[0-9a-fA-F]{64}")
 
-def _read_secret(path: Optional[str], option: str, env: str, what: str, expected: str) -> bytes:
-    """32 secret bytes from a file (32 raw bytes or 64 hex digits) or from ``$env`` (64 hex
-    digits); a warning when the file is readable by other users. ``what`` names the
-    secret and ``expected`` the form in errors."""
+
+def _key_line(label: str, key: bytes) -> str:
+    """The text of a key file: ``label:HEX`` (no newline)."""
+    return f"{label}:{key.hex()}"
+
+
+def _labelled(source: str, data: bytes, label: str) -> Optional[bytes]:
+    """The key of ``label:HEX`` in ``data``; ``None`` when ``data`` carries no label at all.
+
+    A known label other than ``label`` says what the file holds instead (never echoing a
+    secret); anything else with a colon is a malformed key.
+    """
+    name, sep, digits = data.strip().partition(b":")
+    if not sep:
+        return None
+    held = name.decode("ascii", "replace")
+    if held != label and held in _HOLDS:
+        raise UsageError(f"{source}: holds {_HOLDS[held]} ({held}), not {_HOLDS[label]}")
+    if held != label or _HEX64.fullmatch(digits) is None:
+        raise UsageError(f"{source}: expected one line {label}:<64 hex digits>")
+    return bytes.fromhex(digits.decode("ascii"))
+
+
+def _unlabelled(data: bytes) -> Optional[tuple[str, bytes]]:
+    """(form, key) of a key without a label: 32 raw bytes or 64 hex digits; else ``None``."""
+    if len(data) == 32:
+        return "32 raw bytes", data
+    if _HEX64.fullmatch(data.strip()) is not None:
+        return "64 hex digits", bytes.fromhex(data.strip().decode("ascii"))
+    return None
+
+
+def _read_secret(path: Optional[str], option: str, env: Optional[str], label: str) -> bytes:
+    """A 32-byte secret of the kind ``label`` names, from a key file or from ``$env``.
+
+    A file or variable labelled as another kind is refused, naming what it holds. An
+    unlabelled signing key is refused too (it could as well be a public key), with the way
+    to label it; an unlabelled audit key (32 raw bytes or 64 hex digits, as applications of
+    ``hopgate.AuditLog`` write them) is taken: a wrong audit key makes ``audit verify`` fail,
+    it can never sign. A readable-by-others file is warned about.
+    """
+    mode = 0
     if path is not None:
         source = f"{option} {path}"
         try:
             with open(path, "rb") as f:
-                raw = f.read(4096)
+                data = f.read(MAX_KEY_FILE + 1)
                 mode = os.fstat(f.fileno()).st_mode
         except OSError as e:
             raise UsageError(f"{source}: {e.strerror or e}") from None
-        if stat.S_ISREG(mode) and mode & 0o077:
-            print(
-                f"hopgate: warning: {source}: the {what} is readable by other users "
-                f"(mode {stat.S_IMODE(mode):04o}; chmod 600 it)",
-                file=sys.stderr,
-            )
-        if len(raw) == 32:
-            return raw
-    elif env in os.environ:
+        if len(data) > MAX_KEY_FILE:
+            raise UsageError(f"{source}: more than {MAX_KEY_FILE} bytes: not a key file")
+    elif env is not None and env in os.environ:
         source = f"${env}"
-        raw = os.environ[env].encode()
+        data = os.environ[env].encode("utf-8", "surrogateescape")
     else:
-        raise UsageError(f"no {what}: pass {option} FILE or set {env} (64 hex digits)")
-    try:
-        secret = bytes.fromhex(raw.strip().decode("ascii"))
-    except (UnicodeDecodeError, ValueError):
-        secret = b""
-    if len(secret) != 32:
-        raise UsageError(f"{source}: expected {expected}")
-    return secret
+        where = f"pass {option} FILE" + ("" if env is None else f" or set {env}")
+        if label == SIGNING_KEY_LABEL:
+            raise UsageError(f"no signing key: {where} ({label}:<64 hex digits>)")
+        raise UsageError(f"no key: {where} ({label}:<64 hex digits>, or 64 hex digits)")
+    # 32 raw bytes first: they may hold a colon, and a labelled key is never 32 bytes long.
+    bare = _unlabelled(data)
+    if bare is not None and label == SIGNING_KEY_LABEL:
+        raise UsageError(_relabel(source, path, bare[0]))
+    key = bare[1] if bare is not None else _labelled(source, data, label)
+    if key is None and label == SIGNING_KEY_LABEL:
+        raise UsageError(f"{source}: expected one line {label}:<64 hex digits>")
+    if key is None:
+        raise UsageError(f"{source}: expected {label}:<64 hex digits>, 64 hex digits or 32 raw bytes")
+    if stat.S_ISREG(mode) and mode & 0o077:
+        print(
+            f"hopgate: warning: {source}: the {_KINDS[label]} is readable by other users "
+            f"(mode {stat.S_IMODE(mode):04o}; chmod 600 it)",
+            file=sys.stderr,
+        )
+    return key
+
+
+def _relabel(source: str, path: Optional[str], form: str) -> str:
+    """Why an unlabelled signing key is refused, and how to label it if it is one.
+
+    The command is POSIX sh (no ``sed -i``, which differs between GNU and BSD): the
+    substitution runs before the redirection truncates the file, and rewriting the
+    existing file keeps its mode."""
+    why = f"{source}: an unlabelled key ({form}) could be a signing key or a public key, so it is refused"
+    if path is None:
+        return f"{why}; if it holds a signing key (secret seed), set it to {SIGNING_KEY_LABEL}:<its 64 hex digits>"
+    file = shlex.quote(path)
+    hex_of = f"tr -d ' \\t\\r\\n' < {file}" if form == "64 hex digits" else f"od -An -v -tx1 {file} | tr -d ' \\n'"
+    return (
+        f"{why}; if it holds a signing key (secret seed), label it: "
+        f"printf '{SIGNING_KEY_LABEL}:%s\\n' \"$({hex_of})\" > {file}"
+    )
 
 
 def _read_key(key_file: Optional[str]) -> bytes:
     """The audit log's key: ``--key-file`` or ``$HOPGATE_AUDIT_KEY``."""
-    return _read_secret(key_file, "--key-file", KEY_ENV, "key", "32 raw bytes or 64 hex digits")
+    return _read_secret(key_file, "--key-file", KEY_ENV, AUDIT_KEY_LABEL)
 
 
-def _read_seed(path: Optional[str], option: str, env: str) -> bytes:
-    """A 32-byte Ed25519 seed from a file (64 hex digits or 32 raw bytes) or ``$env``."""
-    return _read_secret(path, option, env, "signing key", "a seed of 64 hex digits (or 32 raw bytes)")
-
-
-def _signing_key(path: Optional[str], option: str, env: str) -> SigningKey:
+def _signing_key(path: Optional[str], option: str, env: Optional[str]) -> SigningKey:
     import hopgate
 
-    return hopgate.SigningKey.from_seed(_read_seed(path, option, env))
+    return hopgate.SigningKey.from_seed(_read_secret(path, option, env, SIGNING_KEY_LABEL))
 
 
 def _hex(value: str, option: str, size: int, what: str) -> bytes:
@@ -158,37 +253,67 @@ def _hex(value: str, option: str, size: int, what: str) -> bytes:
 
 
 def _public_key(value: str, option: str) -> bytes:
-    return _hex(value, option, 32, "an Ed25519 public key")
+    """A public key: 64 hex digits, bare or labelled; a secret's label is refused unechoed."""
+    name, sep, digits = value.strip().partition(":")
+    if sep and name in _HOLDS:
+        if name != PUBLIC_KEY_LABEL:
+            raise UsageError(
+                f"{option}: that is {_HOLDS[name]} ({name}), a secret, not a public key "
+                "(hopgate keygen --public-of FILE prints the public key of a signing key)"
+            )
+        value = digits
+    text = value.strip()
+    try:
+        raw = bytes.fromhex(text)
+    except ValueError:
+        raw = b""
+    if len(raw) != 32 or not text:
+        raise UsageError(
+            f"{option} {value!r}: expected an Ed25519 public key: 64 hex digits, bare or as {PUBLIC_KEY_LABEL}:<hex>"
+        )
+    return raw
 
 
 # ---------------------------------------------------------------------------
 # Times, capabilities, numbers
 # ---------------------------------------------------------------------------
 
-_RELATIVE = re.compile(r"([+-])(\d+)([smhd]?)")
+_DIGITS = re.compile(r"[0-9]+")
+_RELATIVE = re.compile(r"([+-])([0-9]+)([smhd]?)")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+#: Digits beyond this many (leading zeros aside) are out of every range here; such strings
+#: are not converted at all (Python refuses int() of more than 4300 digits with its own message).
+_MAX_DIGITS = 40
+
+
+def _digits(text: str) -> int:
+    """The value of ASCII decimal digits; one past u64 for absurdly long ones."""
+    return int(text) if len(text.lstrip("0")) <= _MAX_DIGITS else U64_MAX + 1
 
 
 def parse_time(text: str, now: Optional[int] = None) -> int:
     """Unix seconds from ``1750000000``, ``2026-11-22T10:00:00Z``, ``now`` or ``+3600``/``-1h``.
 
     ISO-8601 times must carry a zone (``Z`` or ``+01:00``): a time that means
-    something different on every machine is refused. Raises ``ValueError``.
+    something different on every machine is refused. Digits are ASCII. The result is in
+    0..2**64-1 (u64, as the wire format stores it). Raises ``ValueError``.
     """
     text = text.strip()
     current = int(time.time()) if now is None else now
     if text == "now":
         return current
-    if text.isdigit():
-        value = int(text)
+    if _DIGITS.fullmatch(text):
+        value = _digits(text)
     else:
         rel = _RELATIVE.fullmatch(text)
         if rel is not None:
-            delta = int(rel.group(2)) * _UNITS[rel.group(3)]
+            delta = _digits(rel.group(2)) * _UNITS[rel.group(3)]
             value = current + delta if rel.group(1) == "+" else current - delta
         else:
             iso = text[:-1] + "+00:00" if text.endswith(("Z", "z")) else text
             try:
+                if not iso.isascii():
+                    raise ValueError(iso)
                 moment = datetime.datetime.fromisoformat(iso)
             except ValueError:
                 raise ValueError(
@@ -198,17 +323,16 @@ def parse_time(text: str, now: Optional[int] = None) -> int:
                 raise ValueError("an ISO-8601 time needs a zone (Z or +HH:MM)")
             value = int(moment.timestamp())
     if not 0 <= value <= U64_MAX:
-        raise ValueError("out of range (0 .. 2**64-1 unix seconds)")
+        raise ValueError("out of range: unix seconds in 0..2**64-1 (u64)")
     return value
 
 
-def _time(value: Optional[str], option: str) -> Optional[int]:
-    if value is None:
-        return None
+def _time_arg(text: str) -> int:
+    """argparse type of every time option: :func:`parse_time`, its error as a usage error."""
     try:
-        return parse_time(value)
+        return parse_time(text)
     except ValueError as e:
-        raise UsageError(f"{option} {value!r}: {e}") from None
+        raise argparse.ArgumentTypeError(f"{text!r}: {e}") from None
 
 
 def _cap(value: str) -> tuple[str, str]:
@@ -222,15 +346,48 @@ def _caps(values: Optional[list[str]]) -> Optional[list[tuple[str, str]]]:
     return None if not values else [_cap(v) for v in values]
 
 
-def _uint(text: str) -> int:
-    """argparse type: a non-negative integer (underscores allowed: 10_000)."""
+_INTEGER = re.compile(r"[0-9]+(?:_[0-9]+)*")
+#: Clock skew: the dry-run gate of ``verify --invocation`` needs a replay window of at least
+#: twice the skew, and the window is a u64 too.
+SKEW_MAX = U64_MAX // 2
+
+
+def _integer(maximum: int, bound: str, what: str) -> Callable[[str], int]:
+    """argparse type: an integer in 0..maximum (ASCII digits, underscores between them:
+    10_000); anything else, a sign included, is a usage error naming the range."""
+
+    def parse(text: str) -> int:
+        if _INTEGER.fullmatch(text) is not None:
+            value = _digits(text.replace("_", ""))
+            if value <= maximum:
+                return value
+        raise argparse.ArgumentTypeError(f"{text!r}: expected an integer in 0..{bound} ({what})")
+
+    return parse
+
+
+_u64 = _integer(U64_MAX, "2**64-1", "u64")
+_u8 = _integer(255, "255", "u8")
+_skew = _integer(SKEW_MAX, "2**63-1", "seconds; twice the skew is the replay window, a u64")
+
+
+def _utf8(text: str) -> str:
+    """argparse type of text options: an argument that is not UTF-8 (argv bytes that did not
+    decode) is a usage error here, not an encoding error deep in the library."""
     try:
-        value = int(text.replace("_", ""), 10)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if not 0 <= value <= U64_MAX:
-        raise argparse.ArgumentTypeError(f"{text!r} is not in 0..2**64-1")
-    return value
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise argparse.ArgumentTypeError(f"'{_shown(text)}': not valid UTF-8") from None
+    return text
+
+
+def _shown(path: str) -> str:
+    """``path`` printable on any UTF-8 stream: undecodable bytes of a file name as ``\\xff``."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return os.fsencode(path).decode("utf-8", "backslashreplace")
+    return path
 
 
 # ---------------------------------------------------------------------------
@@ -249,7 +406,14 @@ def _read_input(path: str) -> bytes:
 
 
 def _label(path: str) -> str:
-    return "<stdin>" if path == "-" else path
+    return "<stdin>" if path == "-" else _shown(path)
+
+
+def _stdin_once(*uses: tuple[str, Optional[str]]) -> None:
+    """Refuses ``-`` (stdin) for more than one input: the second would read nothing."""
+    named = [option for option, path in uses if path == "-"]
+    if len(named) > 1:
+        raise UsageError(f"stdin (-) can be read only once: {' and '.join(named)} both name it")
 
 
 def _text_lines(label: str, text: str) -> list[tuple[str, str]]:
@@ -428,12 +592,13 @@ class ProgressBar:
 # ---------------------------------------------------------------------------
 
 
-def _write_seed(path: str, seed: bytes, force: bool) -> None:
-    """Writes the seed as hex to a new file of mode 0600 (never readable by others, even briefly)."""
+def _write_key_file(path: str, line: str, force: bool) -> None:
+    """Writes a key file of mode 0600 (never readable by others, even briefly)."""
+    if os.path.isdir(path):
+        raise UsageError(f"-o {path}: is a directory")
     if force:
         try:
-            if not os.path.isdir(path):
-                os.unlink(path)
+            os.unlink(path)
         except FileNotFoundError:
             pass
         except OSError as e:
@@ -441,35 +606,44 @@ def _write_seed(path: str, seed: bytes, force: bool) -> None:
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
-        raise UsageError(f"-o {path}: file exists; pass --force to overwrite a signing key") from None
+        raise UsageError(f"-o {path}: file exists; pass --force to overwrite a key") from None
     except OSError as e:
         raise UsageError(f"-o {path}: {e.strerror or e}") from None
     with os.fdopen(fd, "w") as f:
         os.fchmod(f.fileno(), 0o600)  # the umask may only have removed bits; make it exact
-        f.write(seed.hex() + "\n")
+        f.write(line + "\n")
 
 
 def _keygen(args: argparse.Namespace) -> int:
     import hopgate
 
+    to_stdout = args.output is None or args.output == "-"
     if args.public_of is not None:
-        if args.output is not None or args.force:
-            raise UsageError("--public-of FILE takes no -o or --force")
-        key = _signing_key(args.public_of, "--public-of", HOLDER_KEY_ENV)
-        print(key.public_key.hex())
+        if args.output is not None or args.force or args.public or args.audit:
+            raise UsageError("--public-of FILE takes no -o, --force, --public or --audit")
+        key = _signing_key(args.public_of, "--public-of", None)
+        print(_key_line(PUBLIC_KEY_LABEL, key.public_key))
         return 0
-    key = hopgate.SigningKey.generate()
-    public = key.public_key.hex()
-    if args.output is None or args.output == "-":
-        if args.public:
-            raise UsageError("--public needs -o FILE (the seed would be lost)")
-        print(key.seed().hex())
-        print(f"public key: {public}", file=sys.stderr)
-        return 0
-    _write_seed(args.output, key.seed(), args.force)
-    if args.public:
-        print(public)
+    if args.force and to_stdout:
+        raise UsageError("--force needs -o FILE")
+    if args.audit and args.public:
+        raise UsageError("--public: an audit key is a secret key alone, it has no public key")
+    if args.public and to_stdout:
+        raise UsageError("--public needs -o FILE (the seed would be lost)")
+    public: Optional[str] = None
+    if args.audit:
+        line = _key_line(AUDIT_KEY_LABEL, os.urandom(32))
     else:
+        key = hopgate.SigningKey.generate()
+        line = _key_line(SIGNING_KEY_LABEL, key.seed())
+        public = _key_line(PUBLIC_KEY_LABEL, key.public_key)
+    if to_stdout:
+        print(line)
+    else:
+        _write_key_file(args.output, line, args.force)
+    if public is not None and args.public:
+        print(public)
+    elif public is not None:
         print(f"public key: {public}", file=sys.stderr)
     return 0
 
@@ -482,9 +656,6 @@ def _grant(args: argparse.Namespace) -> int:
     caps = _caps(args.cap)
     assert caps is not None  # required=True
     session = None if args.session is None else _hex(args.session, "--session", 16, "a session id")
-    not_before = _time(args.not_before, "--not-before")
-    not_after = _time(args.not_after, "--not-after")
-    assert not_before is not None and not_after is not None
     meta = None if args.meta_file is None else hopgate.blake3(_read_input(args.meta_file))
     try:
         chain = hopgate.Chain.grant(
@@ -493,8 +664,8 @@ def _grant(args: argparse.Namespace) -> int:
             caps,
             budget=args.budget,
             unit=args.unit,
-            not_before=not_before,
-            not_after=not_after,
+            not_before=args.not_before,
+            not_after=args.not_after,
             max_depth=args.max_depth,
             session_id=session,
             meta_digest=meta,
@@ -508,9 +679,10 @@ def _grant(args: argparse.Namespace) -> int:
 def _delegate(args: argparse.Namespace) -> int:
     import hopgate
 
-    chain = _read_one_chain(args.chain)
+    _stdin_once(("CHAIN_FILE", args.chain), ("--meta-file", args.meta_file))
     key = _signing_key(args.holder_key, "--holder-key", HOLDER_KEY_ENV)
     to = _public_key(args.to, "--to")
+    chain = _read_one_chain(args.chain)
     meta = None if args.meta_file is None else hopgate.blake3(_read_input(args.meta_file))
     try:
         longer = chain.delegate(
@@ -518,8 +690,8 @@ def _delegate(args: argparse.Namespace) -> int:
             to,
             caps=_caps(args.cap),
             budget=args.budget,
-            not_before=_time(args.not_before, "--not-before"),
-            not_after=_time(args.not_after, "--not-after"),
+            not_before=args.not_before,
+            not_after=args.not_after,
             max_depth=args.max_depth,
             meta_digest=meta,
         )
@@ -532,8 +704,9 @@ def _delegate(args: argparse.Namespace) -> int:
 def _invoke(args: argparse.Namespace) -> int:
     import hopgate
 
-    chain = _read_one_chain(args.chain)
+    _stdin_once(("CHAIN_FILE", args.chain), ("--payload-file", args.payload_file))
     key = _signing_key(args.holder_key, "--holder-key", HOLDER_KEY_ENV)
+    chain = _read_one_chain(args.chain)
     payload = b"" if args.payload_file is None else _read_input(args.payload_file)
     nonce = None if args.nonce is None else _hex(args.nonce, "--nonce", 16, "a nonce")
     try:
@@ -543,7 +716,7 @@ def _invoke(args: argparse.Namespace) -> int:
             args.resource,
             args.cost,
             nonce=nonce,
-            timestamp=_time(args.timestamp, "--timestamp"),
+            timestamp=args.timestamp,
             payload=payload,
         )
     except (hopgate.HopgateError, ValueError, OverflowError) as e:
@@ -585,10 +758,11 @@ def _report(args: argparse.Namespace, label: str, code: int, reason: str, extra:
 def _verify(args: argparse.Namespace) -> int:
     import hopgate
 
-    if args.chains.count("-") > 1:
-        raise UsageError("stdin (-) can be read only once")
+    _stdin_once(*[("CHAIN_FILE", path) for path in args.chains], ("--invocation", args.invocation))
+    if args.skew is not None and args.invocation is None:
+        raise UsageError("--skew applies to --invocation only")
     trusted = _trusted(args)
-    now = _time(args.now, "--now")
+    now = args.now
     session = None if args.session is None else _hex(args.session, "--session", 16, "a session id")
     revoked = [_hex(v, "--revoked", 32, "a revocation id") for v in args.revoked or []]
     items: list[_Item] = []
@@ -641,7 +815,8 @@ def _verify_request(
         _report(args, item.label, int(hopgate.Code.MALFORMED), _malformed_reason(item.error), extra)
         return int(hopgate.Code.MALFORMED)
     invocation = _read_invocation(args.invocation)
-    gate = hopgate.Gate(trusted, skew=args.skew, replay_window=max(300, 2 * args.skew), session=session, revoked=revoked)
+    skew = 30 if args.skew is None else args.skew
+    gate = hopgate.Gate(trusted, skew=skew, replay_window=max(300, 2 * skew), session=session, revoked=revoked)
     decision = gate.check(item.data, invocation, now=now)
     if decision.reservation is not None:
         decision.reservation.release()  # a dry run: nothing was spent
@@ -779,12 +954,13 @@ def _audit_verify(args: argparse.Namespace) -> int:
     import hopgate
 
     key = _read_key(args.key_file)
-    bar = ProgressBar(sys.stderr, f"verifying {args.file}", enabled=args.progress)
+    label = _shown(args.file)
+    bar = ProgressBar(sys.stderr, f"verifying {label}", enabled=args.progress)
     started = time.monotonic()
     try:
         report = hopgate.audit_verify(args.file, key=key, progress=bar)
     except OSError as e:
-        raise UsageError(f"{args.file}: {e.strerror or e}") from None
+        raise UsageError(f"{label}: {e.strerror or e}") from None
     finally:
         bar.close()
     seconds = time.monotonic() - started
@@ -801,17 +977,68 @@ def _audit_verify(args: argparse.Namespace) -> int:
         print(json.dumps(out))
     elif report.ok:
         rate = report.records / seconds if seconds > 0 else float("inf")
-        print(f"OK: {args.file}: {report.records} records, {report.bytes} bytes ({rate:,.0f} records/s)")
+        print(f"OK: {label}: {report.records} records, {report.bytes} bytes ({rate:,.0f} records/s)")
     else:
-        print(f"{args.file}: {report}")
+        print(f"{label}: {report}")
     return 0 if report.ok else 1
+
+
+def _audit_spending(args: argparse.Namespace) -> int:
+    import hopgate
+    from hopgate._audit import log_records, spending
+
+    key = _read_key(args.key_file)
+    label = _shown(args.file)
+    try:
+        report = hopgate.audit_verify(args.file, key=key)
+        with open(args.file, "rb") as f:
+            data = f.read(report.bytes)
+    except OSError as e:
+        raise UsageError(f"{label}: {e.strerror or e}") from None
+    if not report.ok:
+        print(f"{label}: {report}", file=sys.stderr)
+        return 1
+    accounts = spending(log_records(data))
+    rows = sorted(accounts.items(), key=lambda item: (-item[1].spent, item[0]))
+    if args.json:
+        out = {
+            "records": report.records,
+            "accounts": {
+                account.hex(): {
+                    "spent": s.spent,
+                    "overrun": s.overrun,
+                    "reserved": s.reserved,
+                    "commits": s.commits,
+                    "releases": s.releases,
+                    "forfeits": s.forfeits,
+                }
+                for account, s in rows
+            },
+        }
+        print(json.dumps(out))
+        return 0
+    print(f"{label}: {report.records} records, {len(rows)} accounts with settlements")
+    if rows:
+        print(f"{'account (revocation id)':<66} {'spent':>20} {'overrun':>20} {'commits':>8} {'releases':>8} {'forfeits':>8}")
+    for account, s in rows:
+        print(f"{account.hex():<66} {s.spent:>20} {s.overrun:>20} {s.commits:>8} {s.releases:>8} {s.forfeits:>8}")
+    return 0
 
 
 # ---------------------------------------------------------------------------
 # The parser
 # ---------------------------------------------------------------------------
 
-_TIME_HELP = "unix seconds, ISO-8601 with a zone (2026-11-22T10:00:00Z), now, or +SECONDS / +2h relative to now"
+_TIME_HELP = (
+    "unix seconds, ISO-8601 with a zone (2026-11-22T10:00:00Z), now, or +SECONDS / +2h relative to now; "
+    "0..2**64-1"
+)
+_PUBLIC_HELP = f"a public key: 64 hex digits, bare or as {PUBLIC_KEY_LABEL}:HEX"
+_KEYS_HELP = (
+    f"Key files hold one line saying what they hold: {SIGNING_KEY_LABEL}:HEX (a seed, secret), "
+    f"{PUBLIC_KEY_LABEL}:HEX, {AUDIT_KEY_LABEL}:HEX (secret), HEX being 64 hex digits. "
+    "A command that needs a signing key refuses any other file, and an unlabelled one."
+)
 
 
 def _progress_option(parser: argparse.ArgumentParser) -> None:
@@ -838,20 +1065,27 @@ def build_parser() -> argparse.ArgumentParser:
         prog="hopgate",
         description="Verify agent delegation chains and enforce spending budgets at line rate.",
         epilog="Signing keys come from files or the environment, never from the command line. "
-        "Run `hopgate COMMAND --help` for each command; `pydoc hopgate.cli` for formats and exit statuses.",
+        f"{_KEYS_HELP} Run `hopgate COMMAND --help` for each command; `pydoc hopgate.cli` for formats and exit statuses.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     keygen = commands.add_parser(
         "keygen",
-        help="make a new Ed25519 signing key",
-        description="Make a new Ed25519 signing key: the seed (64 hex digits) goes to -o FILE "
-        "(mode 0600) or stdout, the public key (hex) to stderr (or alone to stdout with --public).",
+        help="make a new Ed25519 signing key (or an audit key)",
+        description=f"Make a new Ed25519 signing key: the line {SIGNING_KEY_LABEL}:HEX (the seed) goes to "
+        f"-o FILE (mode 0600) or stdout, the line {PUBLIC_KEY_LABEL}:HEX to stderr (or alone to stdout "
+        f"with --public, to keep as the public-key file). With --audit, a new audit log key, "
+        f"{AUDIT_KEY_LABEL}:HEX. {_KEYS_HELP}",
     )
-    keygen.add_argument("-o", "--output", metavar="FILE", help="write the seed here, mode 0600 (default: stdout)")
-    keygen.add_argument("--force", action="store_true", help="overwrite an existing FILE")
-    keygen.add_argument("--public", action="store_true", help="print only the public key (hex) on stdout; needs -o")
-    keygen.add_argument("--public-of", metavar="FILE", help="print the public key of an existing seed file and exit")
+    keygen.add_argument("-o", "--output", metavar="FILE", help="write the key here, mode 0600 (default: stdout)")
+    keygen.add_argument("--force", action="store_true", help="overwrite an existing FILE; needs -o")
+    keygen.add_argument(
+        "--public", action="store_true", help=f"print only the public key ({PUBLIC_KEY_LABEL}:HEX) on stdout; needs -o"
+    )
+    keygen.add_argument(
+        "--public-of", metavar="FILE", help="print the public key of an existing signing-key file and exit"
+    )
+    keygen.add_argument("--audit", action="store_true", help=f"make an audit log key ({AUDIT_KEY_LABEL}) instead")
     keygen.set_defaults(run=_keygen)
 
     grant = commands.add_parser(
@@ -859,16 +1093,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="sign a grant (link 0 of a new chain)",
         description="Sign a grant: link 0 of a new chain, issued by --issuer-key to --holder.",
     )
-    grant.add_argument("--issuer-key", metavar="FILE", help=f"the issuer's seed file (default ${ISSUER_KEY_ENV})")
-    grant.add_argument("--holder", metavar="PUBHEX", required=True, help="the holder's public key (64 hex digits)")
     grant.add_argument(
-        "--cap", metavar="RESOURCE:ABILITY", action="append", required=True, help="a capability (repeatable)"
+        "--issuer-key", metavar="FILE", help=f"the issuer's signing-key file (default ${ISSUER_KEY_ENV})"
     )
-    grant.add_argument("--budget", type=_uint, required=True, metavar="N", help="the budget, in --unit")
-    grant.add_argument("--unit", required=True, metavar="U", help="the budget's unit, for example usd-cents")
-    grant.add_argument("--not-before", required=True, metavar="T", help=_TIME_HELP)
-    grant.add_argument("--not-after", required=True, metavar="T", help=_TIME_HELP)
-    grant.add_argument("--max-depth", type=_uint, required=True, metavar="D", help="how many delegations may follow")
+    grant.add_argument("--holder", metavar="PUBHEX", required=True, help=f"the holder; {_PUBLIC_HELP}")
+    grant.add_argument(
+        "--cap", type=_utf8, metavar="RESOURCE:ABILITY", action="append", required=True, help="a capability (repeatable)"
+    )
+    grant.add_argument("--budget", type=_u64, required=True, metavar="N", help="the budget, in --unit; 0..2**64-1")
+    grant.add_argument("--unit", type=_utf8, required=True, metavar="U", help="the budget's unit, for example usd-cents")
+    grant.add_argument("--not-before", type=_time_arg, required=True, metavar="T", help=_TIME_HELP)
+    grant.add_argument("--not-after", type=_time_arg, required=True, metavar="T", help=_TIME_HELP)
+    grant.add_argument(
+        "--max-depth", type=_u8, required=True, metavar="D", help="how many delegations may follow; 0..255"
+    )
     grant.add_argument("--session", metavar="HEX", help="the session id (32 hex digits; default zeros)")
     grant.add_argument("--meta-file", metavar="F", help="out-of-band metadata; its BLAKE3 becomes meta_digest")
     _output_options(grant, "chain")
@@ -882,13 +1120,17 @@ def build_parser() -> argparse.ArgumentParser:
         "with its decision code name, exit status 2.",
     )
     delegate.add_argument("chain", metavar="CHAIN_FILE", help="the chain (raw or text; - for stdin)")
-    delegate.add_argument("--holder-key", metavar="FILE", help=f"the holder's seed file (default ${HOLDER_KEY_ENV})")
-    delegate.add_argument("--to", metavar="PUBHEX", required=True, help="the next holder's public key")
-    delegate.add_argument("--cap", metavar="RESOURCE:ABILITY", action="append", help="a capability (repeatable)")
-    delegate.add_argument("--budget", type=_uint, metavar="N")
-    delegate.add_argument("--not-before", metavar="T", help=_TIME_HELP)
-    delegate.add_argument("--not-after", metavar="T", help=_TIME_HELP)
-    delegate.add_argument("--max-depth", type=_uint, metavar="D")
+    delegate.add_argument(
+        "--holder-key", metavar="FILE", help=f"the holder's signing-key file (default ${HOLDER_KEY_ENV})"
+    )
+    delegate.add_argument("--to", metavar="PUBHEX", required=True, help=f"the next holder; {_PUBLIC_HELP}")
+    delegate.add_argument(
+        "--cap", type=_utf8, metavar="RESOURCE:ABILITY", action="append", help="a capability (repeatable)"
+    )
+    delegate.add_argument("--budget", type=_u64, metavar="N", help="0..2**64-1")
+    delegate.add_argument("--not-before", type=_time_arg, metavar="T", help=_TIME_HELP)
+    delegate.add_argument("--not-after", type=_time_arg, metavar="T", help=_TIME_HELP)
+    delegate.add_argument("--max-depth", type=_u8, metavar="D", help="0..255")
     delegate.add_argument("--meta-file", metavar="F", help="out-of-band metadata; its BLAKE3 becomes meta_digest")
     _output_options(delegate, "chain")
     delegate.set_defaults(run=_delegate)
@@ -899,12 +1141,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="Sign an invocation (one request) with the key of the chain's final holder.",
     )
     invoke.add_argument("chain", metavar="CHAIN_FILE", help="the chain (raw or text; - for stdin)")
-    invoke.add_argument("--holder-key", metavar="FILE", help=f"the holder's seed file (default ${HOLDER_KEY_ENV})")
-    invoke.add_argument("--ability", required=True, metavar="A")
-    invoke.add_argument("--resource", required=True, metavar="R")
-    invoke.add_argument("--cost", type=_uint, required=True, metavar="N")
+    invoke.add_argument(
+        "--holder-key", metavar="FILE", help=f"the holder's signing-key file (default ${HOLDER_KEY_ENV})"
+    )
+    invoke.add_argument("--ability", type=_utf8, required=True, metavar="A")
+    invoke.add_argument("--resource", type=_utf8, required=True, metavar="R")
+    invoke.add_argument("--cost", type=_u64, required=True, metavar="N", help="in the chain's unit; 0..2**64-1")
     invoke.add_argument("--payload-file", metavar="F", help="the request body it authorises (BLAKE3 is signed)")
-    invoke.add_argument("--timestamp", metavar="T", help=f"default now; {_TIME_HELP}")
+    invoke.add_argument("--timestamp", type=_time_arg, metavar="T", help=f"default now; {_TIME_HELP}")
     invoke.add_argument("--nonce", metavar="HEX", help="32 hex digits (default random)")
     _output_options(invoke, "invocation")
     invoke.set_defaults(run=_invoke)
@@ -918,13 +1162,19 @@ def build_parser() -> argparse.ArgumentParser:
         "2 also for usage errors (then nothing is printed on stdout).",
     )
     verify.add_argument("chains", metavar="CHAIN_FILE", nargs="+", help="chain files (raw, or text one per line); - for stdin")
-    verify.add_argument("--trusted", metavar="PUBHEX", action="append", help="a trusted issuer (repeatable)")
-    verify.add_argument("--trusted-file", metavar="F", action="append", help="trusted issuers, one hex key a line (# comments)")
-    verify.add_argument("--now", metavar="T", help=f"verify at this time (default now); {_TIME_HELP}")
+    verify.add_argument(
+        "--trusted", metavar="PUBHEX", action="append", help=f"a trusted issuer (repeatable); {_PUBLIC_HELP}"
+    )
+    verify.add_argument(
+        "--trusted-file", metavar="F", action="append", help="trusted issuers, one public key a line (# comments)"
+    )
+    verify.add_argument("--now", type=_time_arg, metavar="T", help=f"verify at this time (default now); {_TIME_HELP}")
     verify.add_argument("--session", metavar="HEX", help="the expected session id (32 hex digits)")
     verify.add_argument("--revoked", metavar="HEX", action="append", help="a revoked link's revocation id (64 hex digits; repeatable)")
     verify.add_argument("--invocation", metavar="FILE", help="decide this request (raw or text) for the one chain")
-    verify.add_argument("--skew", type=_uint, default=30, metavar="S", help="allowed clock skew of --invocation (default 30 s)")
+    verify.add_argument(
+        "--skew", type=_skew, metavar="S", help="allowed clock skew of --invocation, 0..2**63-1 (default 30 s)"
+    )
     verify.add_argument("--json", action="store_true", help="one JSON object per chain")
     _progress_option(verify)
     verify.set_defaults(run=_verify)
@@ -948,10 +1198,29 @@ def build_parser() -> argparse.ArgumentParser:
         "Exit status 0 if it verifies, 1 if not, 2 on usage or read errors.",
     )
     audit_verify.add_argument("file", help="the audit log")
-    audit_verify.add_argument("--key-file", help=f"file holding the 32-byte key (raw or hex); default ${KEY_ENV}")
+    audit_verify.add_argument(
+        "--key-file",
+        help=f"the audit key: {AUDIT_KEY_LABEL}:HEX (hopgate keygen --audit), 64 hex digits or 32 raw bytes; "
+        f"default ${KEY_ENV}",
+    )
     audit_verify.add_argument("--json", action="store_true", help="print one JSON object")
     _progress_option(audit_verify)
     audit_verify.set_defaults(run=_audit_verify)
+    audit_spending = audit_commands.add_parser(
+        "spending",
+        help="verify an audit log, then sum what its settlement records spent per account",
+        description="Verify an audit log, then sum its settlement records per account (a link's revocation id): "
+        "spent (committed and forfeited amounts, overruns included), overrun, and how many reservations were "
+        "committed, released and forfeited. Exit status 0, 1 if the log does not verify, 2 on usage or read errors.",
+    )
+    audit_spending.add_argument("file", help="the audit log")
+    audit_spending.add_argument(
+        "--key-file",
+        help=f"the audit key: {AUDIT_KEY_LABEL}:HEX (hopgate keygen --audit), 64 hex digits or 32 raw bytes; "
+        f"default ${KEY_ENV}",
+    )
+    audit_spending.add_argument("--json", action="store_true", help="print one JSON object")
+    audit_spending.set_defaults(run=_audit_spending)
     return parser
 
 

@@ -10,9 +10,9 @@ equation), ``verify`` adds the missing checks in Python; see ``_ed25519``.
 
 from __future__ import annotations
 
-from .._audit import AuditReport, GateRecord
+from .._audit import AuditReport, GateRecord, SettleRecord, Settlement
 from .._codes import Code
-from .._decision import Account, Decision
+from .._decision import Account, Decision, Requirement
 from ..errors import (
     AffineError,
     AuditError,
@@ -41,6 +41,8 @@ __all__ = [
     "AffineError",
     "OverrunError",
     "BudgetExhaustedError",
+    "SettleRecord",
+    "Settlement",
     "SigningKey",
     "verify",
     "verify_batch",
@@ -61,6 +63,7 @@ __all__ = [
     "Reservation",
     "Gate",
     "Decision",
+    "Requirement",
     "Account",
     "AuditError",
     "InternalError",

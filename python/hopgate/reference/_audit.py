@@ -269,6 +269,10 @@ class AuditLog:
             self._offsets: list[int] = []
             self._last_sync = time.monotonic()
             self._unsynced = False
+            # Records a collected reservation appends while an append is under way
+            # on this thread (the garbage collector runs anywhere): written after it.
+            self._appending = False
+            self._deferred: list[bytes] = []
             self._open()
         except BaseException:
             self._closed = True
@@ -364,8 +368,35 @@ class AuditLog:
 
     def append_many(self, records: Sequence[bytes], offsets: object = None) -> list[Receipt]:
         """Append records in one write; returns their receipts in order."""
+        return self._append(batch_items(records, offsets, "records"), urgent=True)
+
+    def _append(self, bodies: Sequence[bytes], *, urgent: bool) -> list[Receipt]:
+        """Append ``bodies``; ``urgent=False`` skips the sync an fsync=True log
+        would force (the records reach the disk with the next urgent append, a
+        ``sync`` or ``close``), for records nobody is owed."""
         self._check_open()
-        bodies = batch_items(records, offsets, "records")
+        self._appending = True
+        try:
+            receipts = self._append_now(bodies, urgent)
+        finally:
+            self._appending = False
+        while self._deferred:
+            late, self._deferred = self._deferred, []
+            self._append_now(late, True)
+        return receipts
+
+    def _append_later(self, body: bytes) -> None:
+        """Append ``body`` now, or after the append under way; errors are dropped
+        (a forfeit has nobody to report to, and a broken log fails the next append)."""
+        if self._appending:
+            self._deferred.append(body)
+            return
+        try:
+            self._append([body], urgent=True)
+        except (OSError, InputError):
+            pass
+
+    def _append_now(self, bodies: Sequence[bytes], urgent: bool) -> list[Receipt]:
         for i, body in enumerate(bodies):
             if len(body) > MAX_RECORD:
                 raise InputError(f"invalid record: record {i} is longer than {MAX_RECORD} bytes")
@@ -390,13 +421,20 @@ class AuditLog:
             self._file.truncate(self._end)
             raise
         self._unsynced = True
-        if self._fsync is not None and time.monotonic() - self._last_sync >= self._fsync:
+        interval = self._fsync
+        if interval is not None and time.monotonic() - self._last_sync >= interval and (urgent or interval > 0):
             self.sync()
         self._records += len(bodies)
         self._offsets.extend(offsets_new)
         self._end += len(out)
         self._head = head
         return receipts
+
+    @property
+    def unsynced(self) -> bool:
+        """True while records have been written since the last sync (with
+        ``fsync=True``, only refusals of unauthenticated requests)."""
+        return self._unsynced
 
     def sync(self) -> None:
         """Force appended records to the disk now."""

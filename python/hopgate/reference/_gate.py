@@ -5,6 +5,16 @@ A request is a chain plus an invocation signed by the chain's final holder.
 failure wins), and for an allowed request consumes its nonce and reserves its
 cost on every link of the chain, in one step under the ledger's lock.
 
+The server, not the client, says what a request is: a gate may be given the
+request's body (``payload``), whose BLAKE3 must be the invocation's signed
+``payload_digest`` (else ``BAD_SIGNATURE``, judged right after the signatures),
+and what the route requires (``require=(ability, resource, price)``): the
+invocation must name exactly that ability and resource (else ``SCOPE_DENIED``,
+judged before the last link's scope) and sign a cost of at least ``price``
+(else ``COST_BELOW_PRICE``, judged after ``COST_EXCEEDS_GRANT`` and before
+``STALE_INVOCATION``). ``Gate.precheck`` runs every step up to the staleness
+check and consumes, reserves and records nothing.
+
 Chain-level rules come from ``_chain`` (the same functions ``verify_chains``
 uses), so the gate cannot drift from the verifier. Signatures are verified one
 at a time with ``verify``: this is the baseline the native batched gate is
@@ -30,7 +40,7 @@ import numpy.typing as npt
 
 from .._audit import GateRecord
 from .._codes import Code
-from .._decision import Decision
+from .._decision import Decision, Requirement
 from ..errors import InputError, MalformedError
 from ._audit import AuditLog, Receipt
 from ._batch import as_bytes, batch_items, is_buffer
@@ -47,6 +57,9 @@ from ._ledger import Ledger, Reservation
 from ._wire import INVOKE_DOMAIN, cap_covers, check_fixed, check_uint, parse_chain, parse_invocation
 
 __all__ = ["Gate"]
+
+#: Codes of requests no trusted key vouches for: their audit records are not synced alone.
+_UNVOUCHED = frozenset({Code.MALFORMED, Code.UNTRUSTED_ISSUER})
 
 SESSION_ID_LEN = 16
 REVOCATION_ID_LEN = 32
@@ -69,16 +82,57 @@ def _chain_items(chains: object) -> list[bytes]:
     return items
 
 
+def _payload(value: object, what: str) -> Optional[bytes]:
+    return None if value is None else as_bytes(value, what)
+
+
+def _requirement(value: object, what: str) -> Optional[Requirement]:
+    if value is None:
+        return None
+    if not isinstance(value, tuple) or len(value) != 3:
+        raise InputError(
+            f"{what}: expected None or an (ability, resource, price) tuple, got {type(value).__name__}"
+        )
+    ability, resource, price = value
+    for part, name in ((ability, "ability"), (resource, "resource")):
+        if not isinstance(part, str):
+            raise InputError(f"{what}.{name}: expected str, got {type(part).__name__}")
+        try:
+            part.encode("utf-8")
+        except UnicodeEncodeError:
+            # A lone surrogate names nothing an invocation can carry (its strings
+            # are UTF-8), and the native module cannot hold it: refused alike.
+            raise InputError(f"{what}.{name}: not encodable as UTF-8") from None
+    return ability, resource, check_uint(price, 64, f"{what}.price")
+
+
+def _per_request(values: object, count: int, what: str) -> list[object]:
+    """``payloads`` or ``requires``: None, or one entry per request."""
+    if values is None:
+        return [None] * count
+    if not isinstance(values, (list, tuple)):
+        raise InputError(
+            f"{what}: expected None or a list with one entry per request, got {type(values).__name__}"
+        )
+    if len(values) != count:
+        raise InputError(f"{what}: {len(values)} items, expected {count} (one per request)")
+    return list(values)
+
+
 class Gate:
     """Decides requests: a chain plus an invocation signed by its final holder.
 
     ``trusted`` holds the 32-byte issuer keys; an invocation is fresh iff
-    ``|timestamp - now| <= skew``; a consumed nonce is remembered until
+    ``|timestamp - now| <= skew``; a consumed nonce is remembered at least until
     ``timestamp + replay_window`` (which must be at least ``2 * skew``);
     ``session`` (16 bytes) is the session id link 0 must carry, if given;
     ``revoked`` holds revocation ids. Gates given one ``ledger`` share its
-    accounts and its nonce set; ``ledger=None`` gives the gate a ledger of its
+    accounts and its nonces; ``ledger=None`` gives the gate a ledger of its
     own. ``cache_size`` bounds the verified-chain cache (0 disables it).
+
+    A consumed nonce is remembered by the ledger for the longest
+    ``replay_window`` of the gates built on it, so a nonce consumed through a
+    short-window gate is still refused by a long-window one.
     """
 
     def __init__(
@@ -126,6 +180,14 @@ class Gate:
         # Guards the cache and revoke() (the ledger has its own lock; the two
         # are never held together).
         self._lock = threading.Lock()
+        # Last, once nothing can refuse the gate: a gate that was never built
+        # does not lengthen the ledger's memory.
+        ledger._retain(self._replay_window)
+
+    @property
+    def audit(self) -> Optional[AuditLog]:
+        """The audit log this gate appends to, or None."""
+        return self._audit
 
     @property
     def ledger(self) -> Ledger:
@@ -155,10 +217,45 @@ class Gate:
             # Copy on write: a check in progress reads one consistent set.
             self._revoked = self._revoked | {key}
 
-    def check(self, chain: object, invocation: object, now: Optional[int] = None) -> Decision:
-        """Decide one request; an allowed ``Decision`` carries the reservation."""
-        codes, reservations, receipts = self.check_batch([chain], [invocation], now, receipts=True)
+    def check(
+        self,
+        chain: object,
+        invocation: object,
+        now: Optional[int] = None,
+        *,
+        payload: object = None,
+        require: Optional[Requirement] = None,
+    ) -> Decision:
+        """Decide one request; an allowed ``Decision`` carries the reservation.
+
+        ``payload`` (bytes-like): the request body, which the invocation's
+        ``payload_digest`` must cover. ``require=(ability, resource, price)``:
+        what the server asks of this request.
+        """
+        chain_items, invocation_items, when = self._requests([chain], [invocation], now)
+        payloads = [_payload(payload, "payload")]
+        requires = [_requirement(require, "require")]
+        codes, reservations, receipts = self._run(
+            chain_items, invocation_items, when, payloads, requires
+        )
         return Decision(Code(int(codes[0])), reservations[0], receipts[0])
+
+    def precheck(
+        self,
+        chain: object,
+        invocation: object,
+        now: Optional[int] = None,
+        *,
+        require: Optional[Requirement] = None,
+    ) -> Code:
+        """The code ``check`` would give if the replay and budget steps passed:
+        every step up to and including the staleness check, without a payload.
+        It consumes no nonce, reserves nothing and writes no audit record (a
+        server can refuse early, before reading a body)."""
+        chain_items, invocation_items, when = self._requests([chain], [invocation], now)
+        requirement = _requirement(require, "require")
+        code, _ = self._decide(chain_items[0], invocation_items[0], when, None, requirement, admit=False)
+        return code
 
     @overload
     def check_batch(
@@ -167,6 +264,8 @@ class Gate:
         invocations: Sequence[object],
         now: Optional[int] = None,
         *,
+        payloads: Optional[Sequence[object]] = None,
+        requires: Optional[Sequence[Optional[Requirement]]] = None,
         receipts: Literal[False] = False,
     ) -> tuple[npt.NDArray[np.uint8], list[Optional[Reservation]]]: ...
 
@@ -177,6 +276,8 @@ class Gate:
         invocations: Sequence[object],
         now: Optional[int] = None,
         *,
+        payloads: Optional[Sequence[object]] = None,
+        requires: Optional[Sequence[Optional[Requirement]]] = None,
         receipts: Literal[True],
     ) -> tuple[npt.NDArray[np.uint8], list[Optional[Reservation]], list[Optional[Receipt]]]: ...
 
@@ -186,6 +287,8 @@ class Gate:
         invocations: Sequence[object],
         now: Optional[int] = None,
         *,
+        payloads: Optional[Sequence[object]] = None,
+        requires: Optional[Sequence[Optional[Requirement]]] = None,
         receipts: bool = False,
     ) -> Union[
         tuple[npt.NDArray[np.uint8], list[Optional[Reservation]]],
@@ -196,11 +299,35 @@ class Gate:
         ``receipts=True`` a third list holds each request's audit ``Receipt``
         (None without an audit log).
 
+        ``payloads`` and ``requires``, if given, hold one entry per request
+        (None, or what ``check`` takes as ``payload`` and ``require``).
+
         ``now`` defaults to the current unix time. Arguments of the wrong shape
         raise ``InputError`` before any request is decided. If the audit log
         cannot be written, every reservation of the batch is released and the
         error raised: nothing is allowed without its record.
         """
+        chain_items, invocation_items, when = self._requests(chains, invocations, now)
+        count = len(chain_items)
+        payload_items = [
+            _payload(p, f"payloads[{i}]")
+            for i, p in enumerate(_per_request(payloads, count, "payloads"))
+        ]
+        require_items = [
+            _requirement(r, f"requires[{i}]")
+            for i, r in enumerate(_per_request(requires, count, "requires"))
+        ]
+        codes, reservations, audit_receipts = self._run(
+            chain_items, invocation_items, when, payload_items, require_items
+        )
+        if receipts:
+            return codes, reservations, audit_receipts
+        return codes, reservations
+
+    def _requests(
+        self, chains: object, invocations: object, now: Optional[int]
+    ) -> tuple[list[bytes], list[bytes], int]:
+        """The requests' bytes and the time they are judged at, or ``InputError``."""
         chain_items = _chain_items(chains)
         invocation_items = batch_items(invocations, None, "invocations")
         if len(chain_items) != len(invocation_items):
@@ -214,10 +341,22 @@ class Gate:
                 f"max_batch = {self._max_batch}"
             )
         when = int(time.time()) if now is None else check_uint(now, 64, "now")
+        return chain_items, invocation_items, when
+
+    def _run(
+        self,
+        chain_items: list[bytes],
+        invocation_items: list[bytes],
+        when: int,
+        payloads: Sequence[Optional[bytes]],
+        requires: Sequence[Optional[Requirement]],
+    ) -> tuple[npt.NDArray[np.uint8], list[Optional[Reservation]], list[Optional[Receipt]]]:
+        """Decide checked requests in order, then append their audit records."""
         codes = np.zeros(len(chain_items), dtype=np.uint8)
         reservations: list[Optional[Reservation]] = []
-        for i, (raw_chain, raw_invocation) in enumerate(zip(chain_items, invocation_items)):
-            code, reservation = self._decide(raw_chain, raw_invocation, when)
+        items = zip(chain_items, invocation_items, payloads, requires)
+        for i, (raw_chain, raw_invocation, payload, requirement) in enumerate(items):
+            code, reservation = self._decide(raw_chain, raw_invocation, when, payload, requirement)
             codes[i] = code
             reservations.append(reservation)
         audit_receipts: list[Optional[Receipt]] = [None] * len(chain_items)
@@ -226,22 +365,34 @@ class Gate:
                 GateRecord(Code(int(code)), when, blake3_digest(c), blake3_digest(i)).to_bytes()
                 for code, c, i in zip(codes, chain_items, invocation_items)
             ]
+            # Refusals of requests no trusted key vouches for are not synced on
+            # their own: unsigned traffic cannot buy one disk flush per request.
+            urgent = any(Code(int(code)) not in _UNVOUCHED for code in codes)
             try:
-                audit_receipts = list(self._audit.append_many(records))
+                audit_receipts = list(self._audit._append(records, urgent=urgent))
             except BaseException:
                 for r in reservations:
                     if r is not None:
                         r.release()
                 raise
-        if receipts:
-            return codes, reservations, audit_receipts
-        return codes, reservations
+            for k, r in enumerate(reservations):
+                if r is not None:
+                    r._recorded(self._audit, blake3_digest(invocation_items[k]))
+        return codes, reservations, audit_receipts
 
     # -- one request, SPEC §4 order ---------------------------------------
 
     def _decide(
-        self, raw_chain: bytes, raw_invocation: bytes, now: int
+        self,
+        raw_chain: bytes,
+        raw_invocation: bytes,
+        now: int,
+        payload: Optional[bytes],
+        requirement: Optional[Requirement],
+        admit: bool = True,
     ) -> tuple[Code, Optional[Reservation]]:
+        """One request in SPEC §4 order; with ``admit=False`` it stops before
+        the replay and ledger steps (OK if everything up to them passed)."""
         try:  # (a)
             links = parse_chain(raw_chain)
             invocation = parse_invocation(raw_invocation)
@@ -257,6 +408,9 @@ class Gate:
         if not cached and not link_signatures_valid(links):
             return Code.BAD_SIGNATURE, None
         if not verify(INVOKE_DOMAIN + invocation.body, invocation.signature, last.holder):
+            return Code.BAD_SIGNATURE, None
+        # The signed digest must cover the body the server received.
+        if payload is not None and blake3_digest(payload) != invocation.payload_digest:
             return Code.BAD_SIGNATURE, None
         # (d)
         if not cached and not links_connected(links):
@@ -279,13 +433,24 @@ class Gate:
         if code is not Code.OK:
             return code, None
 
-        # (f)
+        # (f) The server's route names one exact ability and resource: a chain
+        # granting "pay/*" may not be spent on "pay/x" where the route is "pay/y".
+        if requirement is not None and (
+            invocation.ability != requirement[0] or invocation.resource != requirement[1]
+        ):
+            return Code.SCOPE_DENIED, None
         if not any(cap_covers(cap, (invocation.resource, invocation.ability)) for cap in last.caps):
             return Code.SCOPE_DENIED, None
         if invocation.cost > last.budget:
             return Code.COST_EXCEEDS_GRANT, None
+        # The signed cost is what the ledger reserves: below the price, the
+        # request would spend less than it costs (cost 0 spends nothing).
+        if requirement is not None and invocation.cost < requirement[2]:
+            return Code.COST_BELOW_PRICE, None
         if abs(invocation.timestamp - now) > self._skew:
             return Code.STALE_INVOCATION, None
+        if not admit:
+            return Code.OK, None
         # (f) replay and (g) the reservation, atomically in the ledger.
         path = [(blake3_digest(link.signature), link.budget) for link in links]
         return self._ledger._admit(
@@ -293,8 +458,7 @@ class Gate:
             [link.not_after for link in links],
             invocation.cost,
             invocation.nonce,
-            # u64 arithmetic, saturating, as the core does.
-            expiry=min(invocation.timestamp + self._replay_window, (1 << 64) - 1),
+            timestamp=invocation.timestamp,
             now=now,
         )
 

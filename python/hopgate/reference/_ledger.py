@@ -7,9 +7,9 @@ much as its ends, and two siblings under one parent can never spend more than
 the parent's cap together (the delegation fan-out race).
 
 One ``threading.Lock`` per ledger guards all of its state: the accounts and the
-replay-nonce set that gates sharing this ledger consult (SPEC §6: one nonce set
-per ledger). Holding it across the whole check-then-update of a reservation is
-what makes ``reserve`` atomic and linearizable.
+replay nonces that gates sharing this ledger consult. Holding it across the whole
+check-then-update of a reservation is what makes ``reserve`` atomic and
+linearizable.
 
 ``Budget`` and ``Reservation`` are affine handles: they cannot be copied or
 pickled, a ``Reservation`` is settled (committed, released or forfeited) exactly
@@ -26,20 +26,42 @@ Decisions this module makes where SPEC §5 is silent:
 * A path may not name one account twice (``InputError``): the amount would be
   held twice on it.
 
+The root of a path is its first account: for a gate, the revocation id of link 0,
+so every chain under one grant shares it. Each account remembers the root of the
+path that opened it, and replay nonces are kept per root, so that one grant's
+traffic cannot crowd out what every other grant needs.
+
 Limits (the same rules as the core's ``ledger::Limits``, docs/FORMAT.md "Limits"):
 
-* At most ``max_accounts`` accounts. When full, accounts a gate opened whose link
-  has expired (``not_after <= now``, the latest ``now`` a gate reserved at) and
-  that hold no reservation are forgotten; if that frees too little, a reservation
-  that needs a new account is refused (``BUDGET_EXHAUSTED``). Accounts opened by
-  ``Ledger.budget`` never expire. The largest expiry forgotten is the account
-  horizon: an account expiring at or before it is never opened again, so a
-  request dated in the past cannot find a forgotten account empty.
-* At most ``max_nonces`` replay nonces. When full, the nonce that expires first is
-  forgotten and the nonce horizon raised to its expiry; a request whose nonce
-  expires at or before the horizon is refused as ``REPLAY`` (it may have been
-  seen). Pruning expired nonces raises the horizon too, so a clock that steps back
-  cannot bring a forgotten nonce back to life.
+* At most ``max_accounts`` accounts, and at most ``max_accounts_per_root`` opened
+  with one root (default: a tenth of ``max_accounts``, at least 1). When a
+  reservation needs new accounts and either bound would be passed, accounts a gate
+  opened whose link has expired (``not_after <= now``, the latest ``now`` a gate
+  reserved at) and that hold no reservation are forgotten, except those on the
+  path being reserved (forgetting one would hand that path a fresh, empty account
+  to spend again); if that frees too little, the reservation is refused
+  (``BUDGET_EXHAUSTED``). Accounts opened by ``Ledger.budget`` never expire. The
+  largest expiry forgotten is the account horizon: an account expiring at or
+  before it is never opened again, so a request dated in the past cannot find a
+  forgotten account empty.
+* Replay nonces are keyed by ``(root, nonce)`` and remembered by the invocation's
+  timestamp until ``timestamp + replay_window``, where ``replay_window`` is the
+  longest window of any gate built on this ledger (its retention; a gate that
+  joins with a longer window makes every remembered nonce live longer). A nonce
+  whose expiry has passed is forgotten and its root's horizon raised to its
+  timestamp. A root holds at most ``max_nonces_per_root`` nonces (default
+  ``max_nonces``) and the ledger at most ``max_nonces``: recording one more first
+  forgets that root's earliest nonce (smallest timestamp, then smallest nonce
+  bytes), or, when the ledger is full, the earliest nonce of the root holding the
+  most (ties: the smallest root id), raising that root's horizon to the timestamp
+  forgotten. A request whose root remembers its nonce, or whose timestamp is at or
+  before its root's horizon, is refused as ``REPLAY`` (it may have been seen), so
+  a clock that steps back cannot bring a forgotten nonce back to life. A root left
+  with no nonce keeps its horizon until the horizon is past the retention at some
+  ``now``; then it is folded into the ledger's global horizon, which every root
+  obeys (it refuses nothing fresh at that ``now``; only a clock stepping back by
+  more than the retention makes it refuse fresh requests of any root), so memory
+  stays bounded by rate x window rather than by every root ever seen.
 """
 
 from __future__ import annotations
@@ -53,8 +75,9 @@ from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from types import TracebackType
-from typing import NoReturn, Optional, Protocol, SupportsIndex, Tuple, Union
+from typing import Any, NoReturn, Optional, Protocol, SupportsIndex, Tuple, Union
 
+from .._audit import SettleRecord, Settlement
 from .._codes import Code
 from .._decision import Account
 from ..errors import (
@@ -86,6 +109,14 @@ class _LinkLike(Protocol):
     def signature(self) -> bytes: ...
     @property
     def budget(self) -> int: ...
+
+
+class _RecordSink(Protocol):
+    """Where settlement records go: the reference ``AuditLog``."""
+
+    def _append(self, bodies: Sequence[bytes], *, urgent: bool) -> list[Any]: ...
+
+    def _append_later(self, body: bytes) -> None: ...
 
 
 class _ChainLike(Protocol):
@@ -179,31 +210,69 @@ class _Affine:
         self._refuse()
 
 
+class _RootNonces:
+    """The nonces one root remembers: nonce -> timestamp, and a min-heap of
+    (timestamp, nonce) holding exactly the same entries, earliest first."""
+
+    __slots__ = ("times", "heap")
+
+    def __init__(self) -> None:
+        self.times: dict[bytes, int] = {}
+        self.heap: list[tuple[int, bytes]] = []
+
+
 class Ledger:
     """In-process accounts (cap, spent, reserved, overrun) keyed by 32-byte ids.
 
-    Thread-safe: one lock guards every account and the replay-nonce set, so a
+    Thread-safe: one lock guards every account and the replay nonces, so a
     reservation over a whole path is atomic.
     """
 
     def __init__(
-        self, *, max_accounts: int = DEFAULT_MAX_ACCOUNTS, max_nonces: int = DEFAULT_MAX_NONCES
+        self,
+        *,
+        max_accounts: int = DEFAULT_MAX_ACCOUNTS,
+        max_nonces: int = DEFAULT_MAX_NONCES,
+        max_accounts_per_root: Optional[int] = None,
+        max_nonces_per_root: Optional[int] = None,
     ) -> None:
         self._max_accounts = _count(max_accounts, "max_accounts")
         self._max_nonces = _count(max_nonces, "max_nonces")
+        self._max_accounts_per_root = (
+            max(1, self._max_accounts // 10)
+            if max_accounts_per_root is None
+            else _count(max_accounts_per_root, "max_accounts_per_root")
+        )
+        self._max_nonces_per_root = (
+            self._max_nonces
+            if max_nonces_per_root is None
+            else _count(max_nonces_per_root, "max_nonces_per_root")
+        )
         self._lock = threading.Lock()
         self._accounts: dict[bytes, _AccountState] = {}
+        # The root each account was opened with, and how many accounts each
+        # root holds (a root holding none has no entry).
+        self._account_root: dict[bytes, bytes] = {}
+        self._root_accounts: dict[bytes, int] = {}
         # When each account may be forgotten, a min-heap of (expires, id) over
         # the accounts that expire, the account horizon, and the latest gate time.
         self._expires: dict[bytes, int] = {}
         self._account_heap: list[tuple[int, bytes]] = []
         self._account_horizon: Optional[int] = None
         self._now = 0
-        # Replay protection for the gates sharing this ledger: nonce -> expiry,
-        # and a min-heap of (expiry, nonce) so that pruning is cheap and memory
-        # stays bounded by rate x window, never by history.
-        self._nonce_expiry: dict[bytes, int] = {}
-        self._nonce_heap: list[tuple[int, bytes]] = []
+        # Replay protection for the gates sharing this ledger, per root: the
+        # nonces each root remembers, a min-heap of (timestamp, root, nonce)
+        # over every root so that pruning is cheap (it may hold entries a root
+        # already forgot), and each root's horizon. A root left with no nonce
+        # keeps its horizon (in ``_emptied``, by horizon) until the horizon is
+        # past the retention; then it is folded into the global horizon, so
+        # memory stays bounded by rate x window, not by the roots ever seen.
+        self._replay_window = 0
+        self._nonce_roots: dict[bytes, _RootNonces] = {}
+        self._nonce_count = 0
+        self._nonce_heap: list[tuple[int, bytes, bytes]] = []
+        self._nonce_horizons: dict[bytes, int] = {}
+        self._emptied: list[tuple[int, bytes]] = []
         self._nonce_horizon: Optional[int] = None
         # Reservations forfeited by the garbage collector, not yet applied.
         # ``__del__`` may run while this very thread holds the (non-reentrant)
@@ -252,15 +321,41 @@ class Ledger:
         """The most replay nonces this ledger remembers at once."""
         return self._max_nonces
 
+    @property
+    def max_accounts_per_root(self) -> int:
+        """The most accounts opened with one root that this ledger holds at once."""
+        return self._max_accounts_per_root
+
+    @property
+    def max_nonces_per_root(self) -> int:
+        """The most replay nonces this ledger remembers for one root at once."""
+        return self._max_nonces_per_root
+
+    @property
+    def replay_window(self) -> int:
+        """How long a nonce is remembered after its timestamp: the longest
+        ``replay_window`` of any gate built on this ledger (0 before any)."""
+        with self._locked():
+            return self._replay_window
+
     def nonces(self, now: Optional[int] = None) -> int:
         """How many replay nonces are remembered at ``now`` (default: the clock)."""
         when = int(time.time()) if now is None else check_uint(now, 64, "now")
         with self._locked():
             self._prune_nonces_locked(when)
-            return len(self._nonce_expiry)
+            return self._nonce_count
 
     def __repr__(self) -> str:
         return f"Ledger(accounts={len(self._accounts)})"
+
+    # -- internal ---------------------------------------------------------
+
+    def _retain(self, replay_window: int) -> None:
+        """A gate with ``replay_window`` decides on this ledger: remember every
+        nonce at least that long, whichever gate consumed it, so that no gate
+        sharing the ledger finds a nonce forgotten while it still counts as fresh."""
+        with self._locked():
+            self._replay_window = max(self._replay_window, replay_window)
 
     # -- internal: callers hold the lock ----------------------------------
 
@@ -285,62 +380,125 @@ class Ledger:
                     f"{state.cap}; {amount} requested"
                 )
             states.append((account_id, state))
+        root = path[0][0]
         new = [i for i, (account_id, _) in enumerate(path) if account_id not in self._accounts]
-        horizon = self._account_horizon
-        if horizon is not None and any(until[i] <= horizon for i in new):
-            raise BudgetExhaustedError(
-                "an account on the path expired and was forgotten; it cannot be opened again"
-            )
-        if len(self._accounts) + len(new) > self._max_accounts:
-            self._prune_accounts_locked()
-        if len(self._accounts) + len(new) > self._max_accounts:
-            raise BudgetExhaustedError(
-                f"the ledger cannot open another account (max_accounts = {self._max_accounts})"
-            )
+        if new:
+            horizon = self._account_horizon
+            if horizon is not None and any(until[i] <= horizon for i in new):
+                raise BudgetExhaustedError(
+                    "an account on the path expired and was forgotten; it cannot be opened again"
+                )
+            if (
+                len(self._accounts) + len(new) > self._max_accounts
+                or self._root_accounts.get(root, 0) + len(new) > self._max_accounts_per_root
+            ):
+                self._prune_accounts_locked({account_id for account_id, _ in path})
+            if len(self._accounts) + len(new) > self._max_accounts:
+                raise BudgetExhaustedError(
+                    f"the ledger cannot open another account (max_accounts = {self._max_accounts})"
+                )
+            if self._root_accounts.get(root, 0) + len(new) > self._max_accounts_per_root:
+                raise BudgetExhaustedError(
+                    f"the ledger cannot open another account under root {_short(root)} "
+                    f"(max_accounts_per_root = {self._max_accounts_per_root})"
+                )
         for (account_id, state), expiry in zip(states, until):
-            self._accounts.setdefault(account_id, state)
+            if account_id not in self._accounts:
+                self._accounts[account_id] = state
+                self._account_root[account_id] = root
+                self._root_accounts[root] = self._root_accounts.get(root, 0) + 1
             if expiry > self._expires.get(account_id, 0):
                 self._expires[account_id] = expiry
                 if expiry != NEVER:
                     heapq.heappush(self._account_heap, (expiry, account_id))
             state.reserved += amount
-        return Reservation._create(self, tuple(state for _, state in states), amount)
+        return Reservation._create(
+            self, tuple(state for _, state in states), tuple(account_id for account_id, _ in states), amount
+        )
 
-    def _prune_accounts_locked(self) -> None:
-        """Forget accounts whose link expired at or before the latest gate time
-        and that hold no reservation."""
+    def _prune_accounts_locked(self, keep: set[bytes]) -> None:
+        """Forget accounts whose link expired at or before the latest gate time,
+        that hold no reservation and that are not in ``keep`` (the path being
+        reserved: its accounts' state was just judged to have room)."""
         heap = self._account_heap
-        busy: list[tuple[int, bytes]] = []
+        kept: list[tuple[int, bytes]] = []
         while heap and heap[0][0] <= self._now:
             when, account_id = heapq.heappop(heap)
             state = self._accounts.get(account_id)
             if state is None or self._expires.get(account_id) != when:
                 continue  # forgotten already, or it lives longer now
-            if state.reserved > 0:
-                busy.append((when, account_id))
+            if state.reserved > 0 or account_id in keep:
+                kept.append((when, account_id))
                 continue
             del self._accounts[account_id]
             del self._expires[account_id]
+            root = self._account_root.pop(account_id)
+            left = self._root_accounts[root] - 1
+            if left:
+                self._root_accounts[root] = left
+            else:
+                del self._root_accounts[root]
             self._account_horizon = when if self._account_horizon is None else max(self._account_horizon, when)
-        for entry in busy:
+        for entry in kept:
             heapq.heappush(heap, entry)
 
-    def _forget_first_nonce_locked(self, before: Optional[int]) -> bool:
-        """Forget the nonce that expires first, if it expires before ``before``
-        (None: whenever it expires)."""
-        heap = self._nonce_heap
-        if not heap or (before is not None and heap[0][0] >= before):
-            return False
-        when, nonce = heapq.heappop(heap)
-        # A nonce is recorded only while absent, so heap and dict entries
-        # correspond one to one.
-        del self._nonce_expiry[nonce]
-        self._nonce_horizon = when if self._nonce_horizon is None else max(self._nonce_horizon, when)
-        return True
+    def _forget_earliest_nonce_locked(self, root: bytes, remembered: _RootNonces) -> None:
+        """Forget the earliest nonce of ``root`` and raise its horizon to its timestamp."""
+        when, nonce = heapq.heappop(remembered.heap)
+        del remembered.times[nonce]
+        self._nonce_count -= 1
+        horizon = self._nonce_horizons.get(root)
+        self._nonce_horizons[root] = when if horizon is None else max(horizon, when)
+        if not remembered.times:
+            del self._nonce_roots[root]
+            heapq.heappush(self._emptied, (self._nonce_horizons[root], root))
 
     def _prune_nonces_locked(self, now: int) -> None:
-        while self._forget_first_nonce_locked(now):
-            pass
+        """Forget every nonce whose expiry (timestamp + retention, saturating at
+        u64::MAX, which no ``now`` passes) is before ``now``."""
+        heap, window = self._nonce_heap, self._replay_window
+        while heap and heap[0][0] + window < now:
+            when, root, nonce = heapq.heappop(heap)
+            remembered = self._nonce_roots.get(root)
+            if remembered is None or remembered.times.get(nonce) != when:
+                continue  # the root forgot it already, to make room
+            # Entries leave this heap in (timestamp, root, nonce) order, so this
+            # is the root's earliest nonce: the top of its own heap.
+            self._forget_earliest_nonce_locked(root, remembered)
+        # A root with no nonce left is only its horizon: once that is past the
+        # retention (stale at this ``now``), fold it into the global horizon.
+        emptied = self._emptied
+        while emptied and emptied[0][0] + window < now:
+            horizon, root = heapq.heappop(emptied)
+            if root not in self._nonce_roots and self._nonce_horizons.get(root) == horizon:
+                del self._nonce_horizons[root]
+                self._nonce_horizon = horizon if self._nonce_horizon is None else max(self._nonce_horizon, horizon)
+
+    def _seen_locked(self, root: bytes, nonce: bytes, timestamp: int) -> bool:
+        remembered = self._nonce_roots.get(root)
+        if remembered is not None and nonce in remembered.times:
+            return True
+        return any(
+            horizon is not None and timestamp <= horizon
+            for horizon in (self._nonce_horizons.get(root), self._nonce_horizon)
+        )
+
+    def _record_nonce_locked(self, root: bytes, nonce: bytes, timestamp: int) -> None:
+        remembered = self._nonce_roots.get(root)
+        if remembered is not None and len(remembered.times) >= self._max_nonces_per_root:
+            self._forget_earliest_nonce_locked(root, remembered)
+        elif self._nonce_count >= self._max_nonces:
+            # Take from the root holding the most: one root's flood pushes out
+            # its own nonces before anyone else's.
+            biggest, its = min(
+                self._nonce_roots.items(), key=lambda item: (-len(item[1].times), item[0])
+            )
+            self._forget_earliest_nonce_locked(biggest, its)
+        remembered = self._nonce_roots.setdefault(root, _RootNonces())
+        remembered.times[nonce] = timestamp
+        heapq.heappush(remembered.heap, (timestamp, nonce))
+        heapq.heappush(self._nonce_heap, (timestamp, root, nonce))
+        self._nonce_count += 1
 
     def _admit(
         self,
@@ -348,27 +506,24 @@ class Ledger:
         expires: Sequence[int],
         amount: int,
         nonce: bytes,
-        expiry: int,
+        timestamp: int,
         now: int,
     ) -> tuple[Code, Optional[Reservation]]:
         """Steps 16 and 17 of a gate, under one lock: two requests carrying one
-        nonce can never both pass, and only an allowed request consumes its nonce.
-        Account ``i`` of ``path`` may be forgotten after ``expires[i]``."""
+        nonce under one root can never both pass, and only an allowed request
+        consumes its nonce. Account ``i`` of ``path`` may be forgotten after
+        ``expires[i]``."""
+        root = path[0][0]
         with self._locked():
             self._prune_nonces_locked(now)
-            seen = self._nonce_expiry.get(nonce)
-            horizon = self._nonce_horizon
-            if (seen is not None and seen >= now) or (horizon is not None and expiry <= horizon):
+            if self._seen_locked(root, nonce, timestamp):
                 return Code.REPLAY, None
             self._now = max(self._now, now)
             try:
                 reservation = self._reserve_locked(path, amount, expires)
             except BudgetExhaustedError:
                 return Code.BUDGET_EXHAUSTED, None
-            if len(self._nonce_expiry) >= self._max_nonces:
-                self._forget_first_nonce_locked(None)
-            self._nonce_expiry[nonce] = expiry
-            heapq.heappush(self._nonce_heap, (expiry, nonce))
+            self._record_nonce_locked(root, nonce, timestamp)
             return Code.OK, reservation
 
 
@@ -482,25 +637,47 @@ class Reservation(_Affine):
     without either forfeits: the held amount counts as spent.
     """
 
-    __slots__ = ("_ledger", "_accounts", "_amount", "_settled")
+    __slots__ = ("_ledger", "_accounts", "_ids", "_amount", "_settled", "_record")
     _ledger: Ledger
     _accounts: tuple[_AccountState, ...]
+    _ids: tuple[bytes, ...]
     _amount: int
     _settled: bool
+    # Where the settlement is recorded (a gate's audit log), and the digest of
+    # the invocation it settles.
+    _record: Optional[tuple[_RecordSink, bytes]]
 
     def __init__(self) -> None:
         raise TypeError("a Reservation is made by Budget.reserve or a Gate")
 
     @classmethod
     def _create(
-        cls, ledger: Ledger, accounts: tuple[_AccountState, ...], amount: int
+        cls, ledger: Ledger, accounts: tuple[_AccountState, ...], ids: tuple[bytes, ...], amount: int
     ) -> Reservation:
         reservation = object.__new__(cls)
         reservation._ledger = ledger
         reservation._accounts = accounts
+        reservation._ids = ids
         reservation._amount = amount
         reservation._settled = False
+        reservation._record = None
         return reservation
+
+    def _recorded(self, log: _RecordSink, invocation_digest: bytes) -> Reservation:
+        """Append a settlement record to ``log`` when this is settled."""
+        self._record = (log, invocation_digest)
+        return self
+
+    def _settlement(self, kind: Settlement, charged: int) -> Optional[bytes]:
+        if self._record is None:
+            return None
+        return SettleRecord(kind, self._amount, charged, self._record[1], self._ids).to_bytes()
+
+    def _write(self, kind: Settlement, charged: int) -> None:
+        """Append the settlement record, if any; the ledger is settled already."""
+        record = self._settlement(kind, charged)
+        if record is not None and self._record is not None:
+            self._record[0]._append([record], urgent=True)
 
     @property
     def amount(self) -> int:
@@ -534,6 +711,7 @@ class Reservation(_Affine):
                 # u64 counters, saturating as the core's do (docs/FORMAT.md).
                 state.spent = min(state.spent + charged, U64_MAX)
                 state.overrun = min(state.overrun + excess, U64_MAX)
+        self._write(Settlement.COMMIT, charged)
         if excess:
             raise OverrunError(
                 f"committed {charged}, {excess} more than the {self._amount} reserved; "
@@ -548,6 +726,7 @@ class Reservation(_Affine):
             self._settle_locked()
             for state in self._accounts:
                 state.reserved -= self._amount
+        self._write(Settlement.RELEASE, 0)
 
     def __enter__(self) -> Reservation:
         return self
@@ -559,9 +738,18 @@ class Reservation(_Affine):
         tb: Optional[TracebackType],
     ) -> None:
         with self._ledger._locked():
-            if not self._settled:
-                self._settled = True
-                _forfeit_locked(self._accounts, self._amount)
+            if self._settled:
+                return
+            self._settled = True
+            _forfeit_locked(self._accounts, self._amount)
+        self._forfeit_record()
+
+    def _forfeit_record(self) -> None:
+        # Nobody to report a failed write to (the next append on a broken log
+        # fails loudly), as when the core drops a reservation.
+        record = self._settlement(Settlement.FORFEIT, self._amount)
+        if record is not None and self._record is not None:
+            self._record[0]._append_later(record)
 
     def __del__(self) -> None:
         # No other reference exists, so nothing can settle concurrently; the
@@ -570,6 +758,7 @@ class Reservation(_Affine):
             return
         self._settled = True
         self._ledger._orphans.append((self._accounts, self._amount))
+        self._forfeit_record()
         warnings.warn(
             f"a Reservation of {self._amount} was neither committed nor released; "
             "it is forfeited (counted as spent)",

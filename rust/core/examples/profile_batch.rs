@@ -23,9 +23,8 @@ fn main() {
     let keys: Vec<SigningKey> = (0..n).map(|_| SigningKey::generate()).collect();
     let msgs: Vec<[u8; 64]> = (0..n).map(|i| [(i % 251) as u8; 64]).collect();
     let sigs: Vec<[u8; 64]> = keys.iter().zip(&msgs).map(|(k, m)| k.sign(Message::plain(m))).collect();
-    let items: Vec<SigItem<'_>> = (0..n)
-        .map(|i| SigItem { msg: Message::plain(&msgs[i]), sig: &sigs[i], pk: keys[i].public_key() })
-        .collect();
+    let items: Vec<SigItem<'_>> =
+        (0..n).map(|i| SigItem { msg: Message::plain(&msgs[i]), sig: &sigs[i], pk: keys[i].public_key() }).collect();
     println!("n = {n}, distinct keys");
     let mut pts = Vec::new();
     per_item("decompress A (one per key)", n, || {
@@ -35,9 +34,7 @@ fn main() {
     per_item("decompress R", n, || {
         rs = sigs.iter().map(|s| CompressedEdwardsY(s[..32].try_into().unwrap()).decompress().unwrap()).collect()
     });
-    per_item("small-order checks (A and R)", n, || {
-        assert!(pts.iter().chain(&rs).all(|p| !p.is_small_order()))
-    });
+    per_item("small-order checks (A and R)", n, || assert!(pts.iter().chain(&rs).all(|p| !p.is_small_order())));
     let mut ks = Vec::new();
     per_item("k = SHA-512(R || A || M) mod L", n, || {
         ks = items

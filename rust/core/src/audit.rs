@@ -114,6 +114,49 @@ pub fn gate_record(
     r
 }
 
+/// First byte of a settlement record ([`settle_record`]).
+pub const SETTLE_RECORD_KIND: u8 = 0x53; // 'S'
+/// Bytes of a settlement record before its account ids.
+pub const SETTLE_RECORD_FIXED: usize = 2 + 8 + 8 + 32 + 1;
+
+/// How a reservation was settled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Settlement {
+    /// `commit(actual)`: `actual` was spent.
+    Commit = 1,
+    /// `release()`: nothing was spent.
+    Release = 2,
+    /// Dropped unsettled: the whole amount counts as spent.
+    Forfeit = 3,
+}
+
+/// The record a gate's reservation appends when it is settled:
+/// `'S' | kind u8 | reserved u64 LE | charged u64 LE | BLAKE3(invocation bytes)
+/// | n u8 | account id (32) * n` (the chain's accounts, root first). An overrun is
+/// `charged - reserved` when positive. With the gate's records, the log holds
+/// every amount spent on every account.
+pub fn settle_record(
+    kind: Settlement,
+    reserved: u64,
+    charged: u64,
+    invocation_digest: &[u8; 32],
+    accounts: &[[u8; 32]],
+) -> Vec<u8> {
+    let mut r = Vec::with_capacity(SETTLE_RECORD_FIXED + 32 * accounts.len());
+    r.push(SETTLE_RECORD_KIND);
+    r.push(kind as u8);
+    r.extend_from_slice(&reserved.to_le_bytes());
+    r.extend_from_slice(&charged.to_le_bytes());
+    r.extend_from_slice(invocation_digest);
+    // A path is a chain's links: at most 16 (SPEC §2), so n fits a byte.
+    r.push(u8::try_from(accounts.len()).unwrap_or(u8::MAX));
+    for id in accounts.iter().take(usize::from(u8::MAX)) {
+        r.extend_from_slice(id);
+    }
+    r
+}
+
 /// What an append hands back: the record's position, its chain value and its tag.
 /// Whoever holds the key can check it later ([`Receipt::is_authentic`]) and find
 /// the same chain value in the log ([`AuditLog::verify_receipt`]).
@@ -143,16 +186,10 @@ impl Receipt {
     /// Parses [`Receipt::to_bytes`].
     pub fn from_bytes(b: &[u8]) -> Result<Self> {
         if b.len() != Self::LEN {
-            return Err(Error::input(
-                "receipt",
-                format!("must be {} bytes, got {}", Self::LEN, b.len()),
-            ));
+            return Err(Error::input("receipt", format!("must be {} bytes, got {}", Self::LEN, b.len())));
         }
-        let mut r = Receipt {
-            index: u64::from_le_bytes(b[..8].try_into().unwrap_or_default()),
-            chain: [0; 32],
-            tag: [0; 32],
-        };
+        let mut r =
+            Receipt { index: u64::from_le_bytes(b[..8].try_into().unwrap_or_default()), chain: [0; 32], tag: [0; 32] };
         r.chain.copy_from_slice(&b[8..40]);
         r.tag.copy_from_slice(&b[40..]);
         Ok(r)
@@ -161,8 +198,7 @@ impl Receipt {
     /// True iff the tag was made with `key` for this index and chain value
     /// (compared in constant time).
     pub fn is_authentic(&self, key: &[u8; 32]) -> bool {
-        blake3::keyed_hash(key, &receipt_message(self.index, &self.chain))
-            == blake3::Hash::from(self.tag)
+        blake3::keyed_hash(key, &receipt_message(self.index, &self.chain)) == blake3::Hash::from(self.tag)
     }
 }
 
@@ -203,19 +239,11 @@ pub struct Report {
 }
 
 fn io_error(context: &str, path: &Path, e: io::Error) -> Error {
-    Error::Io {
-        context: format!("{context} {}", path.display()),
-        errno: e.raw_os_error(),
-        reason: e.to_string(),
-    }
+    Error::Io { context: format!("{context} {}", path.display()), errno: e.raw_os_error(), reason: e.to_string() }
 }
 
 fn corrupt(record: Option<u64>, offset: u64, reason: impl Into<String>) -> Error {
-    Error::Audit {
-        record,
-        offset,
-        reason: reason.into(),
-    }
+    Error::Audit { record, offset, reason: reason.into() }
 }
 
 /// One complete frame inside a [`Segments`] buffer.
@@ -259,15 +287,7 @@ struct Segments<'f> {
 impl<'f> Segments<'f> {
     fn new(file: &'f mut File, start: u64, len: u64, stop_at: u64) -> io::Result<Self> {
         file.seek(SeekFrom::Start(start))?;
-        Ok(Segments {
-            file,
-            buf: Vec::new(),
-            filled: 0,
-            consumed: 0,
-            base: start,
-            len,
-            stop_at,
-        })
+        Ok(Segments { file, buf: Vec::new(), filled: 0, consumed: 0, base: start, len, stop_at })
     }
 
     /// The frame bytes of `frame`'s body.
@@ -288,14 +308,10 @@ impl<'f> Segments<'f> {
             self.buf.resize(want, 0);
         }
         let unread = self.len - (self.base + self.filled as u64);
-        let room =
-            (self.buf.len() - self.filled).min(usize::try_from(unread).unwrap_or(usize::MAX));
+        let room = (self.buf.len() - self.filled).min(usize::try_from(unread).unwrap_or(usize::MAX));
         let mut got = 0;
         while got < room {
-            match self
-                .file
-                .read(&mut self.buf[self.filled + got..self.filled + room])
-            {
+            match self.file.read(&mut self.buf[self.filled + got..self.filled + room]) {
                 Ok(0) => break,
                 Ok(n) => got += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -321,8 +337,7 @@ impl<'f> Segments<'f> {
             if rest < 4 {
                 break if at_end { End::Torn(offset) } else { End::More };
             }
-            let body_len =
-                u32::from_le_bytes(self.buf[pos..pos + 4].try_into().unwrap_or_default()) as usize;
+            let body_len = u32::from_le_bytes(self.buf[pos..pos + 4].try_into().unwrap_or_default()) as usize;
             if body_len > MAX_RECORD {
                 break End::TooLong(offset);
             }
@@ -341,12 +356,7 @@ impl<'f> Segments<'f> {
             let mut tag = [0u8; 32];
             chain.copy_from_slice(&self.buf[body.end..body.end + 32]);
             tag.copy_from_slice(&self.buf[body.end + 32..body.end + 64]);
-            frames.push(Frame {
-                offset,
-                body,
-                chain,
-                tag,
-            });
+            frames.push(Frame { offset, body, chain, tag });
             pos += size;
         };
         self.consumed = pos;
@@ -383,11 +393,8 @@ fn check_frames(
     let link_refs: Vec<&[u8]> = links.iter().map(|m| &m[..]).collect();
     let mut linked = vec![[0u8; 32]; n];
     hash::blake3_many(&link_refs, &mut linked);
-    let messages: Vec<[u8; RECEIPT_MESSAGE_LEN]> = frames
-        .iter()
-        .enumerate()
-        .map(|(i, f)| receipt_message(first + i as u64, &f.chain))
-        .collect();
+    let messages: Vec<[u8; RECEIPT_MESSAGE_LEN]> =
+        frames.iter().enumerate().map(|(i, f)| receipt_message(first + i as u64, &f.chain)).collect();
     let message_refs: Vec<&[u8]> = messages.iter().map(|m| &m[..]).collect();
     let mut tags = vec![[0u8; 32]; n];
     hash::mac_many(key, &message_refs, &mut tags);
@@ -396,10 +403,7 @@ fn check_frames(
         if linked[i] != frames[i].chain {
             Some((i, "the record does not match its chain value"))
         } else if tags[i] != frames[i].tag {
-            Some((
-                i,
-                "the tag does not match (another key, or a changed record)",
-            ))
+            Some((i, "the tag does not match (another key, or a changed record)"))
         } else {
             None
         }
@@ -447,11 +451,7 @@ fn zero_tail_start(file: &mut File, len: u64) -> io::Result<u64> {
 /// Verifies the log at `path` with `key`, reading it a segment at a time; the
 /// file is only read, never locked or changed. `progress(bytes_done, bytes_total)`
 /// is called after every segment; returning `false` stops with an error.
-pub fn verify_file(
-    path: &Path,
-    key: &[u8; 32],
-    progress: &mut dyn FnMut(u64, u64) -> bool,
-) -> Result<Report> {
+pub fn verify_file(path: &Path, key: &[u8; 32], progress: &mut dyn FnMut(u64, u64) -> bool) -> Result<Report> {
     verify_file_upto(path, key, None, progress)
 }
 
@@ -464,82 +464,47 @@ pub fn verify_file_upto(
     progress: &mut dyn FnMut(u64, u64) -> bool,
 ) -> Result<Report> {
     let mut file = File::open(path).map_err(|e| io_error("cannot open", path, e))?;
-    let len = file
-        .metadata()
-        .map_err(|e| io_error("cannot stat", path, e))?
-        .len();
+    let len = file.metadata().map_err(|e| io_error("cannot stat", path, e))?.len();
     let len = upto.map_or(len, |u| u.min(len));
     let mut head = [0u8; HEADER_LEN];
     let got = read_up_to(&mut file, &mut head).map_err(|e| io_error("cannot read", path, e))?;
     let header_problem = |reason: &str| Report {
         records: 0,
         bytes: 0,
-        problem: Some(Problem {
-            record: None,
-            offset: 0,
-            reason: reason.to_string(),
-        }),
+        problem: Some(Problem { record: None, offset: 0, reason: reason.to_string() }),
     };
     if let Err(reason) = check_header(&head[..got], key) {
         return Ok(header_problem(reason));
     }
     let mut prev = *blake3::hash(&head).as_bytes();
-    let mut seg = Segments::new(&mut file, HEADER_LEN as u64, len, u64::MAX)
-        .map_err(|e| io_error("cannot read", path, e))?;
+    let mut seg =
+        Segments::new(&mut file, HEADER_LEN as u64, len, u64::MAX).map_err(|e| io_error("cannot read", path, e))?;
     let mut frames = Vec::new();
     let mut records = 0u64;
     loop {
-        let end = seg
-            .next(&mut frames)
-            .map_err(|e| io_error("cannot read", path, e))?;
+        let end = seg.next(&mut frames).map_err(|e| io_error("cannot read", path, e))?;
         if let Some((i, reason)) = check_frames(key, &seg, &frames, records, &mut prev) {
             let offset = frames[i].offset;
             return Ok(Report {
                 records: records + i as u64,
                 bytes: offset,
-                problem: Some(Problem {
-                    record: Some(records + i as u64),
-                    offset,
-                    reason: reason.to_string(),
-                }),
+                problem: Some(Problem { record: Some(records + i as u64), offset, reason: reason.to_string() }),
             });
         }
         records += frames.len() as u64;
         let done = seg.base + seg.consumed as u64;
         if !progress(done, len) {
-            return Err(Error::input(
-                "progress",
-                "verification stopped by the progress callback",
-            ));
+            return Err(Error::input("progress", "verification stopped by the progress callback"));
         }
         let (offset, reason) = match end {
             End::More => continue,
-            End::Clean => {
-                return Ok(Report {
-                    records,
-                    bytes: done,
-                    problem: None,
-                })
+            End::Clean => return Ok(Report { records, bytes: done, problem: None }),
+            End::Torn(offset) => {
+                (offset, "the last record is incomplete (a torn tail; opening the log truncates it)".to_string())
             }
-            End::Torn(offset) => (
-                offset,
-                "the last record is incomplete (a torn tail; opening the log truncates it)"
-                    .to_string(),
-            ),
-            End::TooLong(offset) => (
-                offset,
-                format!("the record length exceeds the limit of {MAX_RECORD} bytes"),
-            ),
+            End::TooLong(offset) => (offset, format!("the record length exceeds the limit of {MAX_RECORD} bytes")),
         };
-        return Ok(Report {
-            records,
-            bytes: offset,
-            problem: Some(Problem {
-                record: Some(records),
-                offset,
-                reason,
-            }),
-        });
+        return Ok(Report { records, bytes: offset, problem: Some(Problem { record: Some(records), offset, reason }) });
     }
 }
 
@@ -572,8 +537,7 @@ impl OwnedFrame {
 
     /// True iff this frame links to `prev` and carries the right tag.
     fn holds(&self, key: &[u8; 32], prev: &[u8; 32]) -> bool {
-        link(prev, blake3::hash(&self.body).as_bytes()) == self.chain
-            && tag(key, self.index, &self.chain) == self.tag
+        link(prev, blake3::hash(&self.body).as_bytes()) == self.chain && tag(key, self.index, &self.chain) == self.tag
     }
 }
 
@@ -620,16 +584,12 @@ impl AuditLog {
                 return Err(Error::Io {
                     context: format!("cannot lock {}", path.display()),
                     errno: None,
-                    reason: "the log is already open for appending (by this or another process)"
-                        .into(),
+                    reason: "the log is already open for appending (by this or another process)".into(),
                 })
             }
             Err(std::fs::TryLockError::Error(e)) => return Err(io_error("cannot lock", path, e)),
         }
-        let len = file
-            .metadata()
-            .map_err(|e| io_error("cannot stat", path, e))?
-            .len();
+        let len = file.metadata().map_err(|e| io_error("cannot stat", path, e))?.len();
         let want = header(key);
         let mut log = AuditLog {
             path: path.to_path_buf(),
@@ -646,23 +606,15 @@ impl AuditLog {
             closed: false,
         };
         let mut found = [0u8; HEADER_LEN];
-        log.file
-            .seek(SeekFrom::Start(0))
-            .map_err(|e| log.io("cannot read", e))?;
+        log.file.seek(SeekFrom::Start(0)).map_err(|e| log.io("cannot read", e))?;
         let got = read_up_to(&mut log.file, &mut found).map_err(|e| log.io("cannot read", e))?;
         if len < HEADER_LEN as u64 {
             // New, or created by a writer that died before its header was whole.
             if found[..got] != want[..got] {
-                return Err(corrupt(
-                    None,
-                    0,
-                    "not a hopgate audit log (a short file that is not a header)",
-                ));
+                return Err(corrupt(None, 0, "not a hopgate audit log (a short file that is not a header)"));
             }
             log.write_at(0, &want)?;
-            log.file
-                .set_len(HEADER_LEN as u64)
-                .map_err(|e| log.io("cannot truncate", e))?;
+            log.file.set_len(HEADER_LEN as u64).map_err(|e| log.io("cannot truncate", e))?;
             log.sync_all_and_dir()?;
             return Ok(log);
         }
@@ -673,8 +625,7 @@ impl AuditLog {
 
     /// Finds the last record and checks it; truncates a torn tail.
     fn scan(&mut self, len: u64) -> Result<()> {
-        let zero_from =
-            zero_tail_start(&mut self.file, len).map_err(|e| self.io("cannot read", e))?;
+        let zero_from = zero_tail_start(&mut self.file, len).map_err(|e| self.io("cannot read", e))?;
         let key = *self.key;
         let mut before = self.head; // chain value before ring[0]
         let mut ring: Vec<OwnedFrame> = Vec::with_capacity(3);
@@ -684,9 +635,7 @@ impl AuditLog {
         let mut seg = Segments::new(&mut self.file, HEADER_LEN as u64, len, zero_from)
             .map_err(|e| io_error("cannot read", &self.path, e))?;
         let end = loop {
-            let end = seg
-                .next(&mut frames)
-                .map_err(|e| io_error("cannot read", &self.path, e))?;
+            let end = seg.next(&mut frames).map_err(|e| io_error("cannot read", &self.path, e))?;
             for (i, f) in frames.iter().enumerate() {
                 let index = records + i as u64;
                 if index.is_multiple_of(SPARSE_EVERY) {
@@ -718,10 +667,10 @@ impl AuditLog {
         };
         if let End::TooLong(offset) = end {
             return Err(corrupt(
-                    Some(records),
-                    offset,
-                    format!("the record length exceeds the limit of {MAX_RECORD} bytes; run `hopgate audit verify`"),
-                ));
+                Some(records),
+                offset,
+                format!("the record length exceeds the limit of {MAX_RECORD} bytes; run `hopgate audit verify`"),
+            ));
         }
         // What stays: the records, the end of the kept frames, the last chain value.
         // The last frame must hold; if it does not but ends inside the zero tail,
@@ -742,14 +691,10 @@ impl AuditLog {
         self.sparse = sparse;
         self.end = keep_end;
         if keep_end < len {
-            self.file
-                .set_len(keep_end)
-                .map_err(|e| self.io("cannot truncate", e))?;
+            self.file.set_len(keep_end).map_err(|e| self.io("cannot truncate", e))?;
             self.recovered = len - keep_end;
             if self.fsync != Fsync::Never {
-                self.file
-                    .sync_all()
-                    .map_err(|e| self.io("cannot sync", e))?;
+                self.file.sync_all().map_err(|e| self.io("cannot sync", e))?;
             }
         }
         Ok(())
@@ -768,12 +713,8 @@ impl AuditLog {
     }
 
     fn write_at(&mut self, offset: u64, bytes: &[u8]) -> Result<()> {
-        self.file
-            .seek(SeekFrom::Start(offset))
-            .map_err(|e| self.io("cannot seek", e))?;
-        self.file
-            .write_all(bytes)
-            .map_err(|e| self.io("cannot write", e))
+        self.file.seek(SeekFrom::Start(offset)).map_err(|e| self.io("cannot seek", e))?;
+        self.file.write_all(bytes).map_err(|e| self.io("cannot write", e))
     }
 
     /// Syncs the file and, on Unix, its directory (a new file's name must reach
@@ -782,19 +723,11 @@ impl AuditLog {
         if self.fsync == Fsync::Never {
             return Ok(());
         }
-        self.file
-            .sync_all()
-            .map_err(|e| self.io("cannot sync", e))?;
+        self.file.sync_all().map_err(|e| self.io("cannot sync", e))?;
         #[cfg(unix)]
         if let Some(dir) = self.path.parent() {
-            let dir = if dir.as_os_str().is_empty() {
-                Path::new(".")
-            } else {
-                dir
-            };
-            File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(|e| io_error("cannot sync directory", dir, e))?;
+            let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+            File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io_error("cannot sync directory", dir, e))?;
         }
         self.last_sync = Instant::now();
         Ok(())
@@ -809,12 +742,18 @@ impl AuditLog {
     /// are hashed as batches; only the chain is sequential. If the write fails,
     /// the file is cut back to where it was and nothing is appended.
     pub fn append_many(&mut self, bodies: &[&[u8]]) -> Result<Vec<Receipt>> {
+        self.append_many_with(bodies, true)
+    }
+
+    /// [`AuditLog::append_many`], where `urgent == false` skips the sync that
+    /// [`Fsync::Always`] would force: the records stay unsynced until the next urgent
+    /// append, [`AuditLog::sync`] or close syncs them (an fsync covers every earlier
+    /// write). For records nobody is owed, such as refusals of unauthenticated
+    /// requests: a crash of the process loses none of them, a power cut may.
+    pub fn append_many_with(&mut self, bodies: &[&[u8]], urgent: bool) -> Result<Vec<Receipt>> {
         self.check_open()?;
         if let Some(i) = bodies.iter().position(|b| b.len() > MAX_RECORD) {
-            return Err(Error::input(
-                "record",
-                format!("record {i} is longer than {MAX_RECORD} bytes"),
-            ));
+            return Err(Error::input("record", format!("record {i} is longer than {MAX_RECORD} bytes")));
         }
         if bodies.is_empty() {
             return Ok(Vec::new());
@@ -827,11 +766,8 @@ impl AuditLog {
             head = link(&head, leaf);
             chains.push(head);
         }
-        let messages: Vec<[u8; RECEIPT_MESSAGE_LEN]> = chains
-            .iter()
-            .enumerate()
-            .map(|(i, c)| receipt_message(self.records + i as u64, c))
-            .collect();
+        let messages: Vec<[u8; RECEIPT_MESSAGE_LEN]> =
+            chains.iter().enumerate().map(|(i, c)| receipt_message(self.records + i as u64, c)).collect();
         let message_refs: Vec<&[u8]> = messages.iter().map(|m| &m[..]).collect();
         let mut tags = vec![[0u8; 32]; bodies.len()];
         hash::mac_many(&self.key, &message_refs, &mut tags);
@@ -853,7 +789,7 @@ impl AuditLog {
         }
         self.unsynced = true;
         let sync = match self.fsync {
-            Fsync::Always => true,
+            Fsync::Always => urgent,
             Fsync::Every(interval) => self.last_sync.elapsed() >= interval,
             Fsync::Never => false,
         };
@@ -861,11 +797,7 @@ impl AuditLog {
             self.sync()?;
         }
         let receipts = (0..bodies.len())
-            .map(|i| Receipt {
-                index: self.records + i as u64,
-                chain: chains[i],
-                tag: tags[i],
-            })
+            .map(|i| Receipt { index: self.records + i as u64, chain: chains[i], tag: tags[i] })
             .collect();
         for (i, offset) in offsets.into_iter().enumerate() {
             if (self.records + i as u64).is_multiple_of(SPARSE_EVERY) {
@@ -880,10 +812,7 @@ impl AuditLog {
 
     fn check_open(&self) -> Result<()> {
         if self.closed {
-            return Err(Error::input(
-                "audit log",
-                format!("{} is closed", self.path.display()),
-            ));
+            return Err(Error::input("audit log", format!("{} is closed", self.path.display())));
         }
         Ok(())
     }
@@ -901,6 +830,12 @@ impl AuditLog {
         self.file.unlock().map_err(|e| self.io("cannot unlock", e))
     }
 
+    /// True while records have been written since the last sync (under
+    /// [`Fsync::Always`], only records appended as not urgent).
+    pub fn unsynced(&self) -> bool {
+        self.unsynced
+    }
+
     /// True once [`AuditLog::close`] has run.
     pub fn is_closed(&self) -> bool {
         self.closed
@@ -910,9 +845,7 @@ impl AuditLog {
     pub fn sync(&mut self) -> Result<()> {
         self.check_open()?;
         if self.unsynced {
-            self.file
-                .sync_data()
-                .map_err(|e| self.io("cannot sync", e))?;
+            self.file.sync_data().map_err(|e| self.io("cannot sync", e))?;
             self.unsynced = false;
         }
         self.last_sync = Instant::now();
@@ -963,12 +896,7 @@ impl AuditLog {
 
     /// Calls `visit(index, body, chain, tag)` for records `start..stop`, seeking
     /// to the nearest remembered offset first.
-    fn walk(
-        &mut self,
-        start: u64,
-        stop: u64,
-        mut visit: impl FnMut(u64, &[u8], &[u8; 32], &[u8; 32]),
-    ) -> Result<()> {
+    fn walk(&mut self, start: u64, stop: u64, mut visit: impl FnMut(u64, &[u8], &[u8; 32], &[u8; 32])) -> Result<()> {
         let first = start / SPARSE_EVERY * SPARSE_EVERY;
         let from = *self
             .sparse
@@ -976,14 +904,12 @@ impl AuditLog {
             .ok_or_else(|| corrupt(Some(start), 0, "no such record"))?;
         let end = self.end;
         let path = self.path.clone();
-        let mut seg = Segments::new(&mut self.file, from, end, u64::MAX)
-            .map_err(|e| io_error("cannot read", &path, e))?;
+        let mut seg =
+            Segments::new(&mut self.file, from, end, u64::MAX).map_err(|e| io_error("cannot read", &path, e))?;
         let mut frames = Vec::new();
         let mut index = first;
         while index < stop {
-            let ended = seg
-                .next(&mut frames)
-                .map_err(|e| io_error("cannot read", &path, e))?;
+            let ended = seg.next(&mut frames).map_err(|e| io_error("cannot read", &path, e))?;
             for f in &frames {
                 if index >= start && index < stop {
                     visit(index, seg.body(f), &f.chain, &f.tag);
@@ -1008,9 +934,7 @@ impl AuditLog {
             return Ok(false);
         }
         let mut stored = [0u8; 32];
-        self.walk(receipt.index, receipt.index + 1, |_, _, chain, _| {
-            stored = *chain
-        })?;
+        self.walk(receipt.index, receipt.index + 1, |_, _, chain, _| stored = *chain)?;
         Ok(stored == receipt.chain)
     }
 

@@ -136,9 +136,7 @@ pub fn verify_chains<'a>(chains: &[&'a [u8]], policy: &Policy<'_>) -> Vec<Code> 
         let start = items.len();
         let code = match p {
             Err(_) => Some(Code::Malformed),
-            Ok(c) if !c.first().issuer().is_some_and(|k| policy.trusted.contains(k)) => {
-                Some(Code::UntrustedIssuer)
-            }
+            Ok(c) if !c.first().issuer().is_some_and(|k| policy.trusted.contains(k)) => Some(Code::UntrustedIssuer),
             Ok(c) => {
                 push_signatures(c, &mut items);
                 None

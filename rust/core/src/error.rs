@@ -25,11 +25,12 @@ pub enum Code {
     StaleInvocation = 15,
     Replay = 16,
     BudgetExhausted = 17,
+    CostBelowPrice = 18,
 }
 
 impl Code {
     /// Every code, in numeric order.
-    pub const ALL: [Code; 18] = [
+    pub const ALL: [Code; 19] = [
         Code::Ok,
         Code::Malformed,
         Code::UntrustedIssuer,
@@ -48,6 +49,7 @@ impl Code {
         Code::StaleInvocation,
         Code::Replay,
         Code::BudgetExhausted,
+        Code::CostBelowPrice,
     ];
 
     /// The stable SPEC name, as Python's `hopgate.Code` spells it.
@@ -71,6 +73,7 @@ impl Code {
             Code::StaleInvocation => "STALE_INVOCATION",
             Code::Replay => "REPLAY",
             Code::BudgetExhausted => "BUDGET_EXHAUSTED",
+            Code::CostBelowPrice => "COST_BELOW_PRICE",
         }
     }
 }
@@ -138,9 +141,7 @@ impl Error {
     /// The decision a verifier gives for this error.
     pub fn code(&self) -> Code {
         match self {
-            Error::Malformed { .. } | Error::Input { .. } | Error::Io { .. } | Error::Audit { .. } => {
-                Code::Malformed
-            }
+            Error::Malformed { .. } | Error::Input { .. } | Error::Io { .. } | Error::Audit { .. } => Code::Malformed,
             Error::Refused { code, .. } => *code,
         }
     }

@@ -13,9 +13,10 @@
 //! forfeited: its amount counts as spent, because the holder may have spent it.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BTreeSet, BinaryHeap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use crate::audit::{self, AuditLog, Settlement};
 use crate::{Code, Error, Result};
 
 /// An account's key: the revocation id (BLAKE3 of the signature) of a link.
@@ -47,6 +48,17 @@ impl Account {
     }
 }
 
+/// Why a settlement returned an error. The ledger is settled either way.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SettleError {
+    /// More was charged than reserved.
+    #[error(transparent)]
+    Overrun(#[from] Overrun),
+    /// The settlement record could not be appended to the audit log.
+    #[error(transparent)]
+    Audit(Error),
+}
+
 /// `commit(actual)` charged more than was reserved. The charge stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("spent {actual}, more than the {reserved} reserved; charged in full and recorded as an overrun")]
@@ -64,21 +76,44 @@ pub const DEFAULT_MAX_NONCES: usize = 1_000_000;
 /// An account opened without an expiry (by [`Ledger::budget`]) is never forgotten.
 pub const NEVER: u64 = u64::MAX;
 
-/// Bounds on what a ledger remembers; both are counts and must be at least 1.
+/// Bounds on what a ledger remembers; every one is a count of at least 1.
+///
+/// A *root* is the first account of a path: for a gate, the revocation id of link 0,
+/// so every chain under one grant shares it. The per-root bounds keep one grant's
+/// traffic from exhausting what every other grant needs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
     /// Accounts held at once. When full, accounts of expired links that hold no
     /// reservation are forgotten; if that frees nothing, a reservation that needs a
-    /// new account is refused (`BUDGET_EXHAUSTED`). Accounts in use are never dropped.
+    /// new account is refused (`BUDGET_EXHAUSTED`). Accounts in use, and the accounts
+    /// of the path being reserved, are never dropped.
     pub max_accounts: usize,
-    /// Replay nonces held at once. When full, the nonce that expires first is
-    /// forgotten and the horizon raised to its expiry (see [`NonceSet`]).
+    /// Replay nonces held at once. When full, the root holding the most nonces
+    /// forgets its earliest one (see [`NonceSet`]).
     pub max_nonces: usize,
+    /// Accounts one root may hold at once (same pruning, then `BUDGET_EXHAUSTED`).
+    pub max_accounts_per_root: usize,
+    /// Nonces one root may hold at once; when full, that root forgets its earliest.
+    pub max_nonces_per_root: usize,
+}
+
+impl Limits {
+    /// `max_accounts` and `max_nonces` with the default per-root shares: a tenth of
+    /// the accounts (at least 1) and all of the nonces (the nonce set's eviction
+    /// already takes from the biggest root first).
+    pub fn new(max_accounts: usize, max_nonces: usize) -> Self {
+        Limits {
+            max_accounts,
+            max_nonces,
+            max_accounts_per_root: (max_accounts / 10).max(1),
+            max_nonces_per_root: max_nonces,
+        }
+    }
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_accounts: DEFAULT_MAX_ACCOUNTS, max_nonces: DEFAULT_MAX_NONCES }
+        Limits::new(DEFAULT_MAX_ACCOUNTS, DEFAULT_MAX_NONCES)
     }
 }
 
@@ -88,9 +123,18 @@ struct Slot {
     account: Account,
     /// The link's `not_after` (a gate opened it), or [`NEVER`] (a budget did).
     expires: u64,
+    /// The root of the path that opened it.
+    root: AccountId,
 }
 
-/// Every account, bounded by `max`.
+/// Why a reservation that needs new accounts cannot open them.
+enum NoRoom {
+    Horizon,
+    Total(usize),
+    Root(usize),
+}
+
+/// Every account, bounded by `max` in all and `max_per_root` per root.
 ///
 /// Forgetting an account is safe only once nothing can spend through it again: its
 /// link has expired (every chain through it is `EXPIRED`, because a child's
@@ -98,6 +142,9 @@ struct Slot {
 /// by callers and may step backwards, so the largest expiry ever forgotten is kept
 /// as `horizon`, and an account expiring at or before it is never opened again:
 /// otherwise a request dated in the past would find it empty and spend its cap twice.
+/// For the same reason the accounts of the path being reserved are never forgotten
+/// while it is decided: the request's own `now` may be earlier than the latest one,
+/// and its accounts still valid at it.
 struct Accounts {
     map: HashMap<AccountId, Slot>,
     expiries: BinaryHeap<Reverse<(u64, AccountId)>>,
@@ -105,15 +152,27 @@ struct Accounts {
     /// The latest `now` a gate reserved at; budgets have no clock of their own.
     now: u64,
     max: usize,
+    max_per_root: usize,
+    /// How many accounts each root holds.
+    per_root: HashMap<AccountId, usize>,
 }
 
 impl Accounts {
-    fn new(max: usize) -> Self {
-        Accounts { map: HashMap::new(), expiries: BinaryHeap::new(), horizon: None, now: 0, max }
+    fn new(max: usize, max_per_root: usize) -> Self {
+        Accounts {
+            map: HashMap::new(),
+            expiries: BinaryHeap::new(),
+            horizon: None,
+            now: 0,
+            max,
+            max_per_root,
+            per_root: HashMap::new(),
+        }
     }
 
-    /// Forgets accounts that expired at or before `self.now` and hold nothing.
-    fn prune(&mut self) {
+    /// Forgets accounts that expired at or before `self.now`, hold nothing, and are
+    /// not on `keep` (the path being reserved).
+    fn prune(&mut self, keep: &[(AccountId, u64)]) {
         let mut busy = Vec::new();
         while let Some(&Reverse((when, id))) = self.expiries.peek() {
             if when > self.now {
@@ -124,9 +183,18 @@ impl Accounts {
                 // A stale entry: the account was forgotten, or now never expires.
                 Some(slot) if slot.expires != when => {}
                 None => {}
-                Some(slot) if slot.account.reserved > 0 => busy.push(Reverse((when, id))),
-                Some(_) => {
+                Some(slot) if slot.account.reserved > 0 || keep.iter().any(|(k, _)| *k == id) => {
+                    busy.push(Reverse((when, id)))
+                }
+                Some(slot) => {
+                    let root = slot.root;
                     self.map.remove(&id);
+                    if let Some(n) = self.per_root.get_mut(&root) {
+                        *n -= 1;
+                        if *n == 0 {
+                            self.per_root.remove(&root);
+                        }
+                    }
                     self.horizon = Some(self.horizon.map_or(when, |h| h.max(when)));
                 }
             }
@@ -135,21 +203,43 @@ impl Accounts {
     }
 
     /// Whether the accounts of `path` that do not exist yet may be opened.
-    fn may_open(&mut self, path: &[(AccountId, u64)], expires: &dyn Fn(usize) -> u64) -> bool {
+    fn may_open(
+        &mut self,
+        path: &[(AccountId, u64)],
+        expires: &dyn Fn(usize) -> u64,
+    ) -> std::result::Result<(), NoRoom> {
         let new: Vec<usize> = (0..path.len()).filter(|&i| !self.map.contains_key(&path[i].0)).collect();
+        if new.is_empty() {
+            return Ok(());
+        }
         if new.iter().any(|&i| self.horizon.is_some_and(|h| expires(i) <= h)) {
-            return false;
+            return Err(NoRoom::Horizon);
         }
-        if self.map.len() + new.len() > self.max {
-            self.prune();
+        let root = path[0].0;
+        let over = |a: &Accounts| {
+            if a.map.len() + new.len() > a.max {
+                Some(NoRoom::Total(a.max))
+            } else if a.per_root.get(&root).copied().unwrap_or(0) + new.len() > a.max_per_root {
+                Some(NoRoom::Root(a.max_per_root))
+            } else {
+                None
+            }
+        };
+        if over(self).is_some() {
+            self.prune(path);
         }
-        self.map.len() + new.len() <= self.max
+        over(self).map_or(Ok(()), Err)
     }
 
-    /// The account `id`, opened with `cap` and `expires` if new; an existing one
-    /// keeps its cap and lives as long as the longest-lived of its openers.
-    fn open(&mut self, id: AccountId, cap: u64, expires: u64) -> &mut Account {
-        let slot = self.map.entry(id).or_insert(Slot { account: Account { cap, ..Account::default() }, expires: 0 });
+    /// The account `id`, opened with `cap` and `expires` under `root` if new; an
+    /// existing one keeps its cap and root and lives as long as the longest-lived of
+    /// its openers.
+    fn open(&mut self, id: AccountId, cap: u64, expires: u64, root: AccountId) -> &mut Account {
+        let per_root = &mut self.per_root;
+        let slot = self.map.entry(id).or_insert_with(|| {
+            *per_root.entry(root).or_insert(0) += 1;
+            Slot { account: Account { cap, ..Account::default() }, expires: 0, root }
+        });
         if expires > slot.expires {
             slot.expires = expires;
             if expires != NEVER {
@@ -160,89 +250,240 @@ impl Accounts {
     }
 }
 
-/// Single-use request nonces, each remembered until its expiry, at most `max` at
-/// once. Entries are pruned as time passes, so memory stays proportional to rate ×
-/// window, never to history.
-///
-/// `horizon` is the largest expiry of a nonce forgotten before its time, or pruned
-/// at a `now` that later stepped back. A nonce expiring at or before it may have been
-/// seen and forgotten, so it is refused as a replay (as an IPsec anti-replay window
-/// drops what falls left of it). At steady state the horizon trails the oldest
-/// remembered timestamp: with `max_nonces` above the number of requests in any
-/// `2 * skew` seconds (only those can still be fresh), no fresh request is ever
-/// refused for it; above that rate the oldest-dated fresh requests are refused as
-/// replays, and a replay is never allowed.
-pub struct NonceSet {
-    expiry: HashMap<[u8; 16], u64>,
+/// One root's remembered nonces: nonce → invocation timestamp, a queue by
+/// timestamp for eviction, and the root's horizon.
+#[derive(Default)]
+struct RootNonces {
+    timestamps: HashMap<[u8; 16], u64>,
     queue: BinaryHeap<Reverse<(u64, [u8; 16])>>,
     horizon: Option<u64>,
+}
+
+impl RootNonces {
+    fn live(&self, entry: &(u64, [u8; 16])) -> bool {
+        self.timestamps.get(&entry.1) == Some(&entry.0)
+    }
+
+    /// Drops forgotten entries from the front of the queue, and rebuilds the queue
+    /// when most of it is forgotten, so that it stays proportional to what is held.
+    fn tidy(&mut self) {
+        while self.queue.peek().is_some_and(|Reverse(e)| !self.live(e)) {
+            self.queue.pop();
+        }
+        if self.queue.len() > 2 * self.timestamps.len() + 16 {
+            self.queue = self.timestamps.iter().map(|(n, t)| Reverse((*t, *n))).collect();
+        }
+    }
+
+    fn forget(&mut self, nonce: &[u8; 16], ts: u64) {
+        self.timestamps.remove(nonce);
+        self.horizon = Some(self.horizon.map_or(ts, |h| h.max(ts)));
+    }
+}
+
+/// Single-use request nonces, kept per root (the replay identity is `(root, nonce)`:
+/// an invocation is bound to its chain by `tail_sig`, so it can only ever come back
+/// under the same root).
+///
+/// A nonce is remembered with its invocation timestamp until `timestamp + retention`
+/// has passed, where `retention` is the longest replay window of any gate on the
+/// ledger: a gate that accepts older timestamps makes every gate's nonces live
+/// longer. Entries are pruned as time passes, so memory stays proportional to rate
+/// × window, never to history.
+///
+/// Each root has a *horizon*: the largest timestamp of a nonce it forgot, because it
+/// expired or to make room. A nonce of that root dated at or before it may have been
+/// seen and forgotten, so it is refused as a replay (as an IPsec anti-replay window
+/// drops what falls left of it); this also keeps a forgotten nonce dead when `now`
+/// steps back. A root left with no nonce keeps its horizon until the horizon itself
+/// is past the retention at some `now`; then the root is dropped and its horizon
+/// folded into the set's global horizon, which every root obeys. At that `now` the
+/// global horizon refuses nothing fresh, and memory stays bounded by rate × window
+/// instead of growing with every root ever seen. The price: if the clock later steps
+/// back by more than the retention, a fresh request of any root dated at or before
+/// the global horizon is refused as a replay (never is a replay allowed).
+///
+/// Making room takes from the root that holds the most nonces (ties: the smallest
+/// root id) and, within a root, the nonce with the smallest timestamp (ties: the
+/// smallest nonce), so one root's flood can only push out its own nonces; a root at
+/// `max_per_root` makes room from itself.
+pub struct NonceSet {
+    roots: HashMap<AccountId, RootNonces>,
+    by_time: BinaryHeap<Reverse<(u64, AccountId, [u8; 16])>>,
+    sizes: BTreeSet<(Reverse<usize>, AccountId)>,
+    /// Roots left with no nonce, by horizon: dropped once the horizon is stale.
+    emptied: BinaryHeap<Reverse<(u64, AccountId)>>,
+    total: usize,
+    horizon: Option<u64>,
+    retention: u64,
     max: usize,
+    max_per_root: usize,
 }
 
 impl Default for NonceSet {
     fn default() -> Self {
-        Self::with_capacity(DEFAULT_MAX_NONCES)
+        Self::new(DEFAULT_MAX_NONCES, DEFAULT_MAX_NONCES)
     }
 }
 
 impl NonceSet {
-    /// An empty set that holds at most `max` nonces (at least one).
-    pub fn with_capacity(max: usize) -> Self {
-        NonceSet { expiry: HashMap::new(), queue: BinaryHeap::new(), horizon: None, max: max.max(1) }
+    /// An empty set that holds at most `max` nonces in all and `max_per_root` per root
+    /// (both at least one), with a retention of 0 until [`NonceSet::retain`].
+    pub fn new(max: usize, max_per_root: usize) -> Self {
+        NonceSet {
+            roots: HashMap::new(),
+            by_time: BinaryHeap::new(),
+            sizes: BTreeSet::new(),
+            emptied: BinaryHeap::new(),
+            total: 0,
+            horizon: None,
+            retention: 0,
+            max: max.max(1),
+            max_per_root: max_per_root.max(1),
+        }
     }
 
-    /// Forgets the nonce that expires first, if its expiry is before `before`
-    /// (`None`: whenever it expires).
-    fn forget_first(&mut self, before: Option<u64>) -> bool {
-        while let Some(Reverse((when, nonce))) = self.queue.peek().copied() {
-            if before.is_some_and(|b| when >= b) {
-                return false;
-            }
-            self.queue.pop();
-            if self.expiry.get(&nonce) == Some(&when) {
-                self.expiry.remove(&nonce);
-                self.horizon = Some(self.horizon.map_or(when, |h| h.max(when)));
-                return true;
-            }
+    /// Remembers every nonce for at least `window` seconds past its timestamp from
+    /// now on (the retention never shrinks).
+    pub fn retain(&mut self, window: u64) {
+        self.retention = self.retention.max(window);
+    }
+
+    /// The retention: how long after its timestamp a nonce is remembered.
+    pub fn retention(&self) -> u64 {
+        self.retention
+    }
+
+    fn expiry(&self, ts: u64) -> u64 {
+        ts.saturating_add(self.retention)
+    }
+
+    fn resize(&mut self, root: &AccountId, before: usize, after: usize) {
+        self.sizes.remove(&(Reverse(before), *root));
+        if after > 0 {
+            self.sizes.insert((Reverse(after), *root));
         }
-        false
+    }
+
+    /// Forgets `root`'s earliest nonce to make room.
+    fn evict(&mut self, root: &AccountId) {
+        let Some(r) = self.roots.get_mut(root) else { return };
+        r.tidy();
+        let Some(Reverse((ts, nonce))) = r.queue.pop() else { return };
+        let before = r.timestamps.len();
+        r.forget(&nonce, ts);
+        r.tidy();
+        self.total -= 1;
+        self.resize(root, before, before - 1);
+        if before == 1 {
+            self.emptied.push(Reverse((ts, *root)));
+        }
     }
 
     /// Forgets every nonce whose expiry is before `now`.
     pub fn prune(&mut self, now: u64) {
-        while self.forget_first(Some(now)) {}
-    }
-
-    /// True iff `nonce`, expiring at `expiry`, may have been used: it is remembered
-    /// (and not expired at `now`), or it expires at or before the horizon.
-    pub fn seen(&self, nonce: &[u8; 16], expiry: u64, now: u64) -> bool {
-        self.expiry.get(nonce).is_some_and(|&when| when >= now) || self.horizon.is_some_and(|h| expiry <= h)
-    }
-
-    /// Remembers `nonce` until `expiry`, forgetting the nonce that expires first
-    /// when the set is full.
-    pub fn insert(&mut self, nonce: [u8; 16], expiry: u64) {
-        if !self.expiry.contains_key(&nonce) && self.expiry.len() >= self.max {
-            self.forget_first(None);
+        while let Some(&Reverse((ts, root, nonce))) = self.by_time.peek() {
+            if self.expiry(ts) >= now {
+                break;
+            }
+            self.by_time.pop();
+            let Some(r) = self.roots.get_mut(&root) else { continue };
+            if !r.live(&(ts, nonce)) {
+                continue;
+            }
+            let before = r.timestamps.len();
+            r.forget(&nonce, ts);
+            r.tidy();
+            let horizon = r.horizon.unwrap_or(ts);
+            self.total -= 1;
+            self.resize(&root, before, before - 1);
+            if before == 1 {
+                self.emptied.push(Reverse((horizon, root)));
+            }
         }
-        let when = self.expiry.entry(nonce).or_insert(expiry);
-        *when = (*when).max(expiry);
-        self.queue.push(Reverse((*when, nonce)));
+        // A root with no nonce left is only its horizon: once that is past the
+        // retention (stale at this `now`), fold it into the global horizon.
+        while let Some(&Reverse((h, root))) = self.emptied.peek() {
+            if self.expiry(h) >= now {
+                break;
+            }
+            self.emptied.pop();
+            if self.roots.get(&root).is_some_and(|r| r.timestamps.is_empty() && r.horizon == Some(h)) {
+                self.roots.remove(&root);
+                self.horizon = Some(self.horizon.map_or(h, |g| g.max(h)));
+            }
+        }
+        if self.by_time.len() > 2 * self.total + 16 {
+            self.by_time = self
+                .roots
+                .iter()
+                .flat_map(|(root, r)| r.timestamps.iter().map(move |(n, t)| Reverse((*t, *root, *n))))
+                .collect();
+        }
     }
 
-    /// The horizon: nonces expiring at or before it are refused.
+    /// True iff `nonce` of `root`, dated `ts`, may have been used: it is remembered,
+    /// or `ts` is at or before the root's horizon or the global one. Call
+    /// [`NonceSet::prune`] at the request's `now` first.
+    pub fn seen(&self, root: &AccountId, nonce: &[u8; 16], ts: u64) -> bool {
+        let r = self.roots.get(root);
+        r.is_some_and(|r| r.timestamps.contains_key(nonce))
+            || [r.and_then(|r| r.horizon), self.horizon].iter().flatten().any(|&h| ts <= h)
+    }
+
+    /// Remembers `nonce` of `root`, dated `ts`, making room first when the root or
+    /// the set is full.
+    pub fn insert(&mut self, root: AccountId, nonce: [u8; 16], ts: u64) {
+        let held = self.roots.get(&root).map_or(0, |r| r.timestamps.len());
+        if self.roots.get(&root).is_some_and(|r| r.timestamps.contains_key(&nonce)) {
+            let r = self.roots.get_mut(&root).expect("checked above");
+            let when = r.timestamps.get_mut(&nonce).expect("checked above");
+            if ts > *when {
+                *when = ts;
+                r.queue.push(Reverse((ts, nonce)));
+                self.by_time.push(Reverse((ts, root, nonce)));
+            }
+            return;
+        }
+        if held >= self.max_per_root {
+            self.evict(&root);
+        } else if self.total >= self.max {
+            if let Some(&(_, biggest)) = self.sizes.first() {
+                self.evict(&biggest);
+            }
+        }
+        let r = self.roots.entry(root).or_default();
+        let before = r.timestamps.len();
+        r.timestamps.insert(nonce, ts);
+        r.queue.push(Reverse((ts, nonce)));
+        self.by_time.push(Reverse((ts, root, nonce)));
+        self.total += 1;
+        self.resize(&root, before, before + 1);
+    }
+
+    /// The global horizon: nonces of every root dated at or before it are refused.
     pub fn horizon(&self) -> Option<u64> {
         self.horizon
     }
 
+    /// `root`'s horizon.
+    pub fn root_horizon(&self, root: &AccountId) -> Option<u64> {
+        self.roots.get(root).and_then(|r| r.horizon)
+    }
+
     /// Nonces remembered now.
     pub fn len(&self) -> usize {
-        self.expiry.len()
+        self.total
+    }
+
+    /// Nonces `root` holds now.
+    pub fn root_len(&self, root: &AccountId) -> usize {
+        self.roots.get(root).map_or(0, |r| r.timestamps.len())
     }
 
     /// True when no nonce is remembered.
     pub fn is_empty(&self) -> bool {
-        self.expiry.is_empty()
+        self.total == 0
     }
 }
 
@@ -280,16 +521,33 @@ impl Ledger {
 
     /// An empty ledger that remembers at most what `limits` allows.
     pub fn with_limits(limits: Limits) -> Result<Self> {
-        for (name, v) in [("max_accounts", limits.max_accounts), ("max_nonces", limits.max_nonces)] {
+        for (name, v) in [
+            ("max_accounts", limits.max_accounts),
+            ("max_nonces", limits.max_nonces),
+            ("max_accounts_per_root", limits.max_accounts_per_root),
+            ("max_nonces_per_root", limits.max_nonces_per_root),
+        ] {
             if v == 0 {
                 return Err(Error::input(name, "must be at least 1"));
             }
         }
         let inner = Inner {
-            accounts: Mutex::new(Accounts::new(limits.max_accounts)),
-            nonces: Mutex::new(NonceSet::with_capacity(limits.max_nonces)),
+            accounts: Mutex::new(Accounts::new(limits.max_accounts, limits.max_accounts_per_root)),
+            nonces: Mutex::new(NonceSet::new(limits.max_nonces, limits.max_nonces_per_root)),
         };
         Ok(Ledger { inner: Arc::new(inner), limits })
+    }
+
+    /// Keeps every nonce for at least `window` seconds after its timestamp: a gate
+    /// calls this with its replay window, so that no gate sharing the ledger can
+    /// admit a nonce another gate still considers fresh.
+    pub fn retain(&self, window: u64) {
+        lock(&self.inner.nonces).retain(window);
+    }
+
+    /// The longest replay window of any gate on this ledger (0 before any).
+    pub fn replay_window(&self) -> u64 {
+        lock(&self.inner.nonces).retention()
     }
 
     /// What this ledger remembers at most.
@@ -318,7 +576,12 @@ impl Ledger {
 
     /// [`Ledger::reserve`] where account `i` of `path` may be forgotten after
     /// `expires(i)` (a link's `not_after`).
-    fn reserve_until(&self, path: &[(AccountId, u64)], expires: &dyn Fn(usize) -> u64, amount: u64) -> Result<Reservation> {
+    fn reserve_until(
+        &self,
+        path: &[(AccountId, u64)],
+        expires: &dyn Fn(usize) -> u64,
+        amount: u64,
+    ) -> Result<Reservation> {
         let mut accounts = lock(&self.inner.accounts);
         crate::fault::inject("reserve");
         let fits = path.iter().all(|(id, cap)| {
@@ -328,23 +591,34 @@ impl Ledger {
         if !fits {
             return Err(Error::refused(Code::BudgetExhausted, "an account on the path has no room for the amount"));
         }
-        if !accounts.may_open(path, expires) {
-            return Err(Error::refused(
-                Code::BudgetExhausted,
-                format!("the ledger cannot open another account (max_accounts = {})", self.limits.max_accounts),
-            ));
+        if let Err(why) = accounts.may_open(path, expires) {
+            let reason = match why {
+                NoRoom::Horizon => "an account on the path expired and was forgotten; it cannot be opened again".into(),
+                NoRoom::Total(max) => format!("the ledger cannot open another account (max_accounts = {max})"),
+                NoRoom::Root(max) => {
+                    format!("the root of this path cannot open another account (max_accounts_per_root = {max})")
+                }
+            };
+            return Err(Error::refused(Code::BudgetExhausted, reason));
         }
         for (i, (id, cap)) in path.iter().enumerate() {
             // Cannot overflow: spent + reserved + amount <= cap <= u64::MAX was checked.
-            accounts.open(*id, *cap, expires(i)).reserved += amount;
+            accounts.open(*id, *cap, expires(i), path[0].0).reserved += amount;
         }
-        Ok(Reservation { ledger: self.clone(), path: path.iter().map(|(id, _)| *id).collect(), amount, settled: false })
+        Ok(Reservation {
+            ledger: self.clone(),
+            path: path.iter().map(|(id, _)| *id).collect(),
+            amount,
+            settled: false,
+            audit: None,
+        })
     }
 
-    /// Replay check and reservation as one step (SPEC §6 steps 16 and 17): `nonce`
-    /// must be unused at `now`; then `amount` is reserved on `path`; only when both
-    /// succeed is the nonce remembered until `expiry`. Two requests with one nonce can
-    /// never both pass, and a refused request consumes nothing.
+    /// Replay check and reservation as one step (SPEC §6 steps 16 and 17): `nonce`,
+    /// dated `timestamp`, must be unused under the path's root at `now`; then
+    /// `amount` is reserved on `path`; only when both succeed is the nonce remembered
+    /// (for the ledger's retention, [`Ledger::retain`]). Two requests with one nonce
+    /// can never both pass, and a refused request consumes nothing.
     ///
     /// `path` comes from [`chain_path`]: account `i` may be forgotten once
     /// `expires[i]` (link `i`'s `not_after`) has passed and nothing is reserved on it.
@@ -352,14 +626,15 @@ impl Ledger {
         &self,
         nonce: &[u8; 16],
         now: u64,
-        expiry: u64,
+        timestamp: u64,
         path: &[(AccountId, u64)],
         expires: &[u64],
         amount: u64,
     ) -> std::result::Result<Reservation, Code> {
+        let Some(&(root, _)) = path.first() else { return Err(Code::BudgetExhausted) };
         let mut nonces = lock(&self.inner.nonces);
         nonces.prune(now);
-        if nonces.seen(nonce, expiry, now) {
+        if nonces.seen(&root, nonce, timestamp) {
             return Err(Code::Replay);
         }
         {
@@ -368,7 +643,7 @@ impl Ledger {
         }
         let until = |i: usize| expires.get(i).copied().unwrap_or(NEVER);
         let reservation = self.reserve_until(path, &until, amount).map_err(|_| Code::BudgetExhausted)?;
-        nonces.insert(*nonce, expiry);
+        nonces.insert(root, *nonce, timestamp);
         Ok(reservation)
     }
 
@@ -419,6 +694,9 @@ pub struct Reservation {
     path: Vec<AccountId>,
     amount: u64,
     settled: bool,
+    /// Where the settlement is recorded (a gate's audit log) and the digest of the
+    /// invocation it settles.
+    audit: Option<(Arc<Mutex<AuditLog>>, [u8; 32])>,
 }
 
 impl Reservation {
@@ -432,21 +710,40 @@ impl Reservation {
         &self.path
     }
 
+    /// This reservation, appending a settlement record to `log` when it is settled
+    /// ([`audit::settle_record`]); `invocation` is the digest of the request's
+    /// invocation, which links the record to the gate's record of the decision.
+    pub fn recorded(mut self, log: Arc<Mutex<AuditLog>>, invocation: [u8; 32]) -> Self {
+        self.audit = Some((log, invocation));
+        self
+    }
+
+    fn record(&self, kind: Settlement, charged: u64) -> Result<()> {
+        let Some((log, invocation)) = &self.audit else { return Ok(()) };
+        let record = audit::settle_record(kind, self.amount, charged, invocation, &self.path);
+        lock(log).append(&record).map(|_| ())
+    }
+
     /// Spends `actual` and releases the rest. Charging more than was reserved still
-    /// charges it all, records the excess as an overrun, and returns [`Overrun`].
-    pub fn commit(mut self, actual: u64) -> std::result::Result<(), Overrun> {
+    /// charges it all, records the excess as an overrun, and returns
+    /// [`SettleError::Overrun`]. The ledger is settled before the settlement record
+    /// is appended; a record that cannot be written is [`SettleError::Audit`].
+    pub fn commit(mut self, actual: u64) -> std::result::Result<(), SettleError> {
         self.settled = true;
         self.ledger.settle(&self.path, self.amount, actual);
+        self.record(Settlement::Commit, actual).map_err(SettleError::Audit)?;
         if actual > self.amount {
-            return Err(Overrun { reserved: self.amount, actual });
+            return Err(Overrun { reserved: self.amount, actual }.into());
         }
         Ok(())
     }
 
-    /// Releases the whole amount: the statement that nothing was spent.
-    pub fn release(mut self) {
+    /// Releases the whole amount: the statement that nothing was spent. The error
+    /// is a settlement record that could not be written (the ledger is settled).
+    pub fn release(mut self) -> Result<()> {
         self.settled = true;
         self.ledger.settle(&self.path, self.amount, 0);
+        self.record(Settlement::Release, 0)
     }
 }
 
@@ -455,6 +752,9 @@ impl Drop for Reservation {
     fn drop(&mut self) {
         if !self.settled {
             self.ledger.settle(&self.path, self.amount, self.amount);
+            // A drop has nobody to report to; the ledger holds the charge, and a
+            // log that cannot be written fails the next append loudly.
+            let _ = self.record(Settlement::Forfeit, self.amount);
         }
     }
 }
@@ -486,11 +786,7 @@ impl Budget {
     /// What could be reserved now: the least room on the path.
     pub fn remaining(&self) -> u64 {
         let accounts = lock(&self.ledger.inner.accounts);
-        self.path
-            .iter()
-            .map(|(id, cap)| accounts.map.get(id).map_or(*cap, |s| s.account.room()))
-            .min()
-            .unwrap_or(0)
+        self.path.iter().map(|(id, cap)| accounts.map.get(id).map_or(*cap, |s| s.account.room())).min().unwrap_or(0)
     }
 
     /// Splits off a child account with `cap` (at most this budget's own cap) under

@@ -118,9 +118,8 @@ impl SigningKey {
 
     /// The key from a seed given as a slice (an error unless it is 32 bytes).
     pub fn from_seed_slice(seed: &[u8]) -> Result<Self> {
-        let seed: &[u8; SEED_LEN] = seed
-            .try_into()
-            .map_err(|_| Error::input("seed", format!("must be 32 bytes, got {}", seed.len())))?;
+        let seed: &[u8; SEED_LEN] =
+            seed.try_into().map_err(|_| Error::input("seed", format!("must be 32 bytes, got {}", seed.len())))?;
         Ok(Self::from_seed(seed))
     }
 
@@ -136,9 +135,7 @@ impl SigningKey {
 
     /// Signs `msg` (RFC 8032 PureEdDSA, deterministic).
     pub fn sign(&self, msg: Message<'_>) -> [u8; SIGNATURE_LEN] {
-        let r = hash_to_scalar(
-            Sha512::new().chain_update(self.prefix).chain_update(msg.prefix).chain_update(msg.body),
-        );
+        let r = hash_to_scalar(Sha512::new().chain_update(self.prefix).chain_update(msg.prefix).chain_update(msg.body));
         let big_r = EdwardsPoint::mul_base(&r).compress().to_bytes();
         let k = challenge(&big_r, &self.public, msg);
         let s = r + k * self.scalar;
@@ -176,9 +173,7 @@ fn hash_to_scalar(h: Sha512) -> Scalar {
 
 /// `k = SHA-512(R || A || M) mod L`.
 fn challenge(r: &[u8; 32], a: &[u8; 32], msg: Message<'_>) -> Scalar {
-    hash_to_scalar(
-        Sha512::new().chain_update(r).chain_update(a).chain_update(msg.prefix).chain_update(msg.body),
-    )
+    hash_to_scalar(Sha512::new().chain_update(r).chain_update(a).chain_update(msg.prefix).chain_update(msg.body))
 }
 
 /// `p = 2^255 - 19`, little-endian.

@@ -38,9 +38,7 @@ impl Drop for Scratch {
 }
 
 fn bodies(n: usize) -> Vec<Vec<u8>> {
-    (0..n)
-        .map(|i| (0..(i * 37) % 150).map(|j| (i * 31 + j) as u8).collect())
-        .collect()
+    (0..n).map(|i| (0..(i * 37) % 150).map(|j| (i * 31 + j) as u8).collect()).collect()
 }
 
 fn write_log(path: &std::path::Path, n: usize) -> Vec<Receipt> {
@@ -90,13 +88,7 @@ fn round_trip_receipts_and_reopen() {
     // Appending after a reopen continues the chain.
     let more = log.append(b"after reopen").unwrap();
     assert_eq!(more.index, 23);
-    assert_eq!(
-        more.chain,
-        audit::link(
-            &receipts[22].chain,
-            blake3::hash(b"after reopen").as_bytes()
-        )
-    );
+    assert_eq!(more.chain, audit::link(&receipts[22].chain, blake3::hash(b"after reopen").as_bytes()));
     drop(log);
     let report = verify(&path);
     assert_eq!(report.problem, None);
@@ -122,16 +114,10 @@ fn forged_receipts_fail() {
         assert!(!log.verify_receipt(&forged).unwrap(), "{forged:?}");
     }
     // A receipt sealed with another key, for the right chain value, fails too.
-    let other = Receipt {
-        tag: audit::tag(&[8; 32], good.index, &good.chain),
-        ..good
-    };
+    let other = Receipt { tag: audit::tag(&[8; 32], good.index, &good.chain), ..good };
     assert!(!other.is_authentic(&KEY));
     assert!(!log.verify_receipt(&other).unwrap());
-    assert!(matches!(
-        Receipt::from_bytes(&[0; 71]),
-        Err(Error::Input { .. })
-    ));
+    assert!(matches!(Receipt::from_bytes(&[0; 71]), Err(Error::Input { .. })));
 }
 
 #[test]
@@ -150,18 +136,11 @@ fn every_single_byte_change_is_found_at_its_record() {
             bytes[pos] ^= delta;
             fs::write(&copy, &bytes).unwrap();
             let report = verify(&copy);
-            let problem = report
-                .problem
-                .unwrap_or_else(|| panic!("change at {pos} not found"));
+            let problem = report.problem.unwrap_or_else(|| panic!("change at {pos} not found"));
             if pos < HEADER_LEN {
                 assert_eq!(problem.record, None, "header byte {pos}");
             } else {
-                assert_eq!(
-                    problem.record,
-                    record_of(pos as u64),
-                    "byte {pos}: {}",
-                    problem.reason
-                );
+                assert_eq!(problem.record, record_of(pos as u64), "byte {pos}: {}", problem.reason);
                 assert_eq!(report.records, problem.record.unwrap());
             }
         }
@@ -232,36 +211,20 @@ fn damage_that_is_not_a_torn_tail_is_refused_and_left_alone() {
         }
         other => panic!("expected an audit error, got {other:?}"),
     }
-    assert_eq!(
-        fs::read(&path).unwrap(),
-        changed,
-        "a refused log is not modified"
-    );
+    assert_eq!(fs::read(&path).unwrap(), changed, "a refused log is not modified");
     // A length beyond the limit.
     let mut long = clean.clone();
     long[last as usize..last as usize + 4].copy_from_slice(&u32::MAX.to_le_bytes());
     fs::write(&path, &long).unwrap();
-    assert!(matches!(
-        AuditLog::open(&path, &KEY, Fsync::Never),
-        Err(Error::Audit {
-            record: Some(5),
-            ..
-        })
-    ));
+    assert!(matches!(AuditLog::open(&path, &KEY, Fsync::Never), Err(Error::Audit { record: Some(5), .. })));
     // Another key.
     fs::write(&path, &clean).unwrap();
-    assert!(matches!(
-        AuditLog::open(&path, &[9; 32], Fsync::Never),
-        Err(Error::Audit { record: None, .. })
-    ));
+    assert!(matches!(AuditLog::open(&path, &[9; 32], Fsync::Never), Err(Error::Audit { record: None, .. })));
     let report = audit::verify_file(&path, &[9; 32], &mut |_, _| true).unwrap();
     assert_eq!(report.problem.unwrap().record, None);
     // Not a log at all.
     fs::write(&path, b"hello, this is not an audit log at all").unwrap();
-    assert!(matches!(
-        AuditLog::open(&path, &KEY, Fsync::Never),
-        Err(Error::Audit { record: None, .. })
-    ));
+    assert!(matches!(AuditLog::open(&path, &KEY, Fsync::Never), Err(Error::Audit { record: None, .. })));
 }
 
 #[test]
@@ -269,10 +232,7 @@ fn one_writer_at_a_time() {
     let dir = Scratch::new();
     let path = dir.file();
     let first = AuditLog::open(&path, &KEY, Fsync::Never).unwrap();
-    assert!(matches!(
-        AuditLog::open(&path, &KEY, Fsync::Never),
-        Err(Error::Io { .. })
-    ));
+    assert!(matches!(AuditLog::open(&path, &KEY, Fsync::Never), Err(Error::Io { .. })));
     drop(first);
     AuditLog::open(&path, &KEY, Fsync::Never).unwrap();
 }
@@ -281,15 +241,8 @@ fn one_writer_at_a_time() {
 fn many_records_large_records_and_progress() {
     let dir = Scratch::new();
     let path = dir.file();
-    let mut log = AuditLog::open(
-        &path,
-        &KEY,
-        Fsync::Every(std::time::Duration::from_secs(3600)),
-    )
-    .unwrap();
-    let small: Vec<Vec<u8>> = (0..5000u32)
-        .map(|i| i.to_le_bytes().repeat(1 + i as usize % 20))
-        .collect();
+    let mut log = AuditLog::open(&path, &KEY, Fsync::Every(std::time::Duration::from_secs(3600))).unwrap();
+    let small: Vec<Vec<u8>> = (0..5000u32).map(|i| i.to_le_bytes().repeat(1 + i as usize % 20)).collect();
     let refs: Vec<&[u8]> = small.iter().map(|b| &b[..]).collect();
     let receipts = log.append_many(&refs).unwrap();
     // Larger than one verification segment (8 MiB).

@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use hopgate_core::ledger::{Ledger, NonceSet, Overrun};
+use hopgate_core::ledger::{Ledger, NonceSet, Overrun, SettleError};
 use hopgate_core::Code;
 
 #[test]
@@ -57,11 +57,11 @@ fn settle_release_overrun_and_forfeit() {
     let acc = ledger.account(&[2; 32]).unwrap();
     assert_eq!((acc.spent, acc.reserved), (20, 0));
 
-    ledger.reserve(&path, 5).unwrap().release();
+    ledger.reserve(&path, 5).unwrap().release().unwrap();
     assert_eq!(ledger.account(&[2; 32]).unwrap().spent, 20);
 
     let r = ledger.reserve(&path, 10).unwrap();
-    assert_eq!(r.commit(25), Err(Overrun { reserved: 10, actual: 25 }));
+    assert_eq!(r.commit(25), Err(SettleError::Overrun(Overrun { reserved: 10, actual: 25 })));
     let acc = ledger.account(&[2; 32]).unwrap();
     assert_eq!((acc.spent, acc.reserved, acc.overrun), (45, 0, 15));
     assert_eq!(ledger.account(&[1; 32]).unwrap().spent, 45);
@@ -88,6 +88,8 @@ fn replay_set_stays_bounded_over_ten_million_requests() {
     // 1,000 requests a second for 10,000 seconds, timestamps within ±30 s, window 300 s.
     let (rate, skew, window) = (1_000u64, 30u64, 300u64);
     let mut set = NonceSet::default();
+    set.retain(window);
+    let root = [9u8; 32];
     let mut largest = 0;
     let mut seed = 1u64;
     for i in 0..10_000_000u64 {
@@ -97,8 +99,8 @@ fn replay_set_stays_bounded_over_ten_million_requests() {
         set.prune(now);
         let mut nonce = [0u8; 16];
         nonce[..8].copy_from_slice(&i.to_le_bytes());
-        assert!(!set.seen(&nonce, ts + window, now));
-        set.insert(nonce, ts + window);
+        assert!(!set.seen(&root, &nonce, ts));
+        set.insert(root, nonce, ts);
         largest = largest.max(set.len());
     }
     let bound = rate * (window + 2 * skew + 1);
@@ -113,7 +115,9 @@ fn a_full_replay_set_refuses_no_fresh_request_when_it_covers_twice_the_skew() {
     // and its horizon never reaches a fresh request. One of 30,000 refuses them.
     let (rate, skew, window) = (1_000u64, 30u64, 300u64);
     for (max, refused) in [(61_000, false), (30_000, true)] {
-        let mut set = NonceSet::with_capacity(max);
+        let mut set = NonceSet::new(max, max);
+        set.retain(window);
+        let root = [9u8; 32];
         let mut seed = 7u64;
         let mut any_refused = false;
         for i in 0..1_000_000u64 {
@@ -123,17 +127,17 @@ fn a_full_replay_set_refuses_no_fresh_request_when_it_covers_twice_the_skew() {
             set.prune(now);
             let mut nonce = [0u8; 16];
             nonce[..8].copy_from_slice(&i.to_le_bytes());
-            if set.seen(&nonce, ts + window, now) {
+            if set.seen(&root, &nonce, ts) {
                 any_refused = true;
                 continue;
             }
-            set.insert(nonce, ts + window);
+            set.insert(root, nonce, ts);
             assert!(set.len() <= max);
             // A replay of it is always refused, remembered or beyond the horizon.
-            assert!(set.seen(&nonce, ts + window, now));
+            assert!(set.seen(&root, &nonce, ts));
         }
         assert_eq!(any_refused, refused, "max_nonces = {max}");
-        assert!(set.horizon().is_some());
+        assert!(set.root_horizon(&root).is_some());
     }
 }
 

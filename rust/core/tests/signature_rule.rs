@@ -26,10 +26,10 @@ fn rfc8032_known_answers() {
 }
 
 fn speccheck() -> Vec<(Vec<u8>, Vec<u8>, Vec<u8>)> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/vectors/speccheck_cases.json");
-    let text = std::fs::read_to_string(path).expect("../shared/vectors/speccheck_cases.json beside the checkout");
-    let cases: serde_json::Value = serde_json::from_str(&text).unwrap();
-    cases
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/vectors/speccheck_cases.json");
+    let text = std::fs::read_to_string(path).expect("tests/vectors/speccheck_cases.json");
+    let vectors: serde_json::Value = serde_json::from_str(&text).unwrap();
+    vectors["cases"]
         .as_array()
         .unwrap()
         .iter()
@@ -62,8 +62,7 @@ fn speccheck_cases_single_and_batch() {
 fn batch_equals_single_on_mixes() {
     let keys: Vec<SigningKey> = (0..7).map(|_| SigningKey::generate()).collect();
     let msgs: Vec<Vec<u8>> = (0..300u32).map(|i| i.to_le_bytes().repeat(i as usize % 5 + 1)).collect();
-    let mut sigs: Vec<[u8; 64]> =
-        msgs.iter().enumerate().map(|(i, m)| keys[i % 7].sign(Message::plain(m))).collect();
+    let mut sigs: Vec<[u8; 64]> = msgs.iter().enumerate().map(|(i, m)| keys[i % 7].sign(Message::plain(m))).collect();
     // Corrupt a scattered set in different ways.
     for i in (0..300).step_by(37) {
         sigs[i][5] ^= 1; // R changes

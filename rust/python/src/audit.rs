@@ -58,9 +58,7 @@ impl PyReceipt {
 
     /// True iff the tag was made with `key` (constant-time comparison).
     fn is_authentic(&self, key: &Bound<'_, PyAny>) -> PyResult<bool> {
-        Ok(self
-            .receipt
-            .is_authentic(&array::<32>(key, &|| "key".into())?))
+        Ok(self.receipt.is_authentic(&array::<32>(key, &|| "key".into())?))
     }
 
     /// The receipt as 72 bytes: index (u64 LE), chain, tag.
@@ -72,16 +70,11 @@ impl PyReceipt {
     #[staticmethod]
     fn from_bytes(data: &Bound<'_, PyAny>) -> PyResult<Self> {
         let data = batch::source(data, &|| "receipt".into())?;
-        Ok(PyReceipt {
-            receipt: Receipt::from_bytes(data.as_slice()).map_err(to_py)?,
-        })
+        Ok(PyReceipt { receipt: Receipt::from_bytes(data.as_slice()).map_err(to_py)? })
     }
 
     fn __repr__(&self) -> String {
-        let hex: String = self.receipt.chain[..8]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let hex: String = self.receipt.chain[..8].iter().map(|b| format!("{b:02x}")).collect();
         format!("Receipt(index={}, chain={hex}…)", self.receipt.index)
     }
 }
@@ -90,25 +83,16 @@ impl PyReceipt {
 /// (never), or a number of seconds (at most that often).
 fn fsync_policy(obj: &Bound<'_, PyAny>) -> PyResult<Fsync> {
     if let Ok(b) = obj.cast::<PyBool>() {
-        return Ok(if b.is_true() {
-            Fsync::Always
-        } else {
-            Fsync::Never
-        });
+        return Ok(if b.is_true() { Fsync::Always } else { Fsync::Never });
     }
     if obj.is_instance_of::<PyFloat>() || obj.is_instance_of::<PyInt>() {
         let seconds: f64 = obj.extract()?;
         if !(seconds.is_finite() && seconds > 0.0 && seconds < 1e9) {
-            return Err(input(format!(
-                "fsync: an interval must be a positive number of seconds, got {seconds}"
-            )));
+            return Err(input(format!("fsync: an interval must be a positive number of seconds, got {seconds}")));
         }
         return Ok(Fsync::Every(Duration::from_secs_f64(seconds)));
     }
-    Err(PyTypeError::new_err(format!(
-        "fsync: expected True, False or seconds, got {}",
-        obj.get_type().name()?
-    )))
+    Err(PyTypeError::new_err(format!("fsync: expected True, False or seconds, got {}", obj.get_type().name()?)))
 }
 
 fn report_object<'py>(py: Python<'py>, report: Report) -> PyResult<Bound<'py, PyAny>> {
@@ -117,13 +101,7 @@ fn report_object<'py>(py: Python<'py>, report: Report) -> PyResult<Bound<'py, Py
         Some(p) => (p.record, Some(p.offset), Some(p.reason)),
         None => (None, None, None),
     };
-    REPORT.import(py, "hopgate._audit", "AuditReport")?.call1((
-        report.records,
-        report.bytes,
-        record,
-        offset,
-        reason,
-    ))
+    REPORT.import(py, "hopgate._audit", "AuditReport")?.call1((report.records, report.bytes, record, offset, reason))
 }
 
 /// Runs `verify` with the GIL released, calling `progress(done, total)` (with the
@@ -134,9 +112,7 @@ fn verify_with_progress<'py>(
     progress: Option<&Bound<'py, PyAny>>,
     verify: impl FnOnce(&mut dyn FnMut(u64, u64) -> bool) -> hopgate_core::Result<Report> + Send,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let progress = progress
-        .filter(|p| !p.is_none())
-        .map(|p| p.clone().unbind());
+    let progress = progress.filter(|p| !p.is_none()).map(|p| p.clone().unbind());
     let mut raised: Option<PyErr> = None;
     let report = py.detach(|| {
         let mut step = |done: u64, total: u64| -> bool {
@@ -172,9 +148,7 @@ impl PyAuditLog {
 }
 
 fn receipts(py: Python<'_>, rs: Vec<Receipt>) -> PyResult<Vec<Py<PyReceipt>>> {
-    rs.into_iter()
-        .map(|receipt| Py::new(py, PyReceipt { receipt }))
-        .collect()
+    rs.into_iter().map(|receipt| Py::new(py, PyReceipt { receipt })).collect()
 }
 
 #[guarded]
@@ -182,26 +156,11 @@ fn receipts(py: Python<'_>, rs: Vec<Receipt>) -> PyResult<Vec<Py<PyReceipt>>> {
 impl PyAuditLog {
     #[new]
     #[pyo3(signature = (path, *, key, fsync = None))]
-    fn new(
-        py: Python<'_>,
-        path: PathBuf,
-        key: &Bound<'_, PyAny>,
-        fsync: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<Self> {
+    fn new(py: Python<'_>, path: PathBuf, key: &Bound<'_, PyAny>, fsync: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
         let key = Zeroizing::new(array::<32>(key, &|| "key".into())?);
-        let policy = fsync
-            .filter(|f| !f.is_none())
-            .map(fsync_policy)
-            .transpose()?
-            .unwrap_or(Fsync::Always);
-        let log = py
-            .detach(|| AuditLog::open(&path, &key, policy))
-            .map_err(to_py)?;
-        Ok(PyAuditLog {
-            log: Arc::new(Mutex::new(log)),
-            path,
-            key,
-        })
+        let policy = fsync.filter(|f| !f.is_none()).map(fsync_policy).transpose()?.unwrap_or(Fsync::Always);
+        let log = py.detach(|| AuditLog::open(&path, &key, policy)).map_err(to_py)?;
+        Ok(PyAuditLog { log: Arc::new(Mutex::new(log)), path, key })
     }
 
     /// Appends one record (bytes-like); returns its `Receipt`.
@@ -223,20 +182,13 @@ impl PyAuditLog {
     ) -> PyResult<Vec<Py<PyReceipt>>> {
         let batch = batch::variable(records, offsets, "records")?;
         let slices = batch.slices();
-        let rs = py
-            .detach(|| self.lock().append_many(&slices))
-            .map_err(to_py)?;
+        let rs = py.detach(|| self.lock().append_many(&slices)).map_err(to_py)?;
         receipts(py, rs)
     }
 
     /// The bodies of records `start` up to (not including) `stop`.
     #[pyo3(signature = (start = 0, stop = None))]
-    fn read<'py>(
-        &self,
-        py: Python<'py>,
-        start: u64,
-        stop: Option<u64>,
-    ) -> PyResult<Vec<Bound<'py, PyBytes>>> {
+    fn read<'py>(&self, py: Python<'py>, start: u64, stop: Option<u64>) -> PyResult<Vec<Bound<'py, PyBytes>>> {
         let bodies = py
             .detach(|| {
                 let mut log = self.lock();
@@ -250,15 +202,9 @@ impl PyAuditLog {
     /// Checks every record (the GIL released); `progress(done_bytes, total_bytes)`
     /// is called along the way. Returns an `AuditReport`.
     #[pyo3(signature = (progress = None))]
-    fn verify<'py>(
-        &self,
-        py: Python<'py>,
-        progress: Option<&Bound<'py, PyAny>>,
-    ) -> PyResult<Bound<'py, PyAny>> {
+    fn verify<'py>(&self, py: Python<'py>, progress: Option<&Bound<'py, PyAny>>) -> PyResult<Bound<'py, PyAny>> {
         let end = self.lock().end();
-        verify_with_progress(py, progress, |step| {
-            audit::verify_file_upto(&self.path, &self.key, Some(end), step)
-        })
+        verify_with_progress(py, progress, |step| audit::verify_file_upto(&self.path, &self.key, Some(end), step))
     }
 
     /// True iff `receipt` was made with this log's key and the log still holds its
@@ -282,6 +228,13 @@ impl PyAuditLog {
     #[getter]
     fn closed(&self) -> bool {
         self.lock().is_closed()
+    }
+
+    /// True while records have been written since the last sync (with
+    /// `fsync=True`, only refusals of unauthenticated requests).
+    #[getter]
+    fn unsynced(&self) -> bool {
+        self.lock().unsynced()
     }
 
     /// The log's file.
@@ -318,12 +271,7 @@ impl PyAuditLog {
 
     fn __repr__(&self) -> String {
         let log = self.lock();
-        format!(
-            "AuditLog({:?}, records={}, closed={})",
-            self.path.display().to_string(),
-            log.len(),
-            log.is_closed()
-        )
+        format!("AuditLog({:?}, records={}, closed={})", self.path.display().to_string(), log.len(), log.is_closed())
     }
 }
 

@@ -53,7 +53,12 @@ impl Source<'_> {
 }
 
 /// `module.name`, imported once.
-fn cached<'py>(py: Python<'py>, cell: &'static PyOnceLock<Py<PyAny>>, module: &str, name: &str) -> PyResult<&'py Bound<'py, PyAny>> {
+fn cached<'py>(
+    py: Python<'py>,
+    cell: &'static PyOnceLock<Py<PyAny>>,
+    module: &str,
+    name: &str,
+) -> PyResult<&'py Bound<'py, PyAny>> {
     Ok(cell.get_or_try_init(py, || -> PyResult<_> { Ok(py.import(module)?.getattr(name)?.unbind()) })?.bind(py))
 }
 
@@ -69,7 +74,10 @@ fn buffer_array<'py>(obj: &Bound<'py, PyAny>, what: &dyn Fn() -> String) -> PyRe
     let itemsize: usize = view.getattr("itemsize")?.extract()?;
     if itemsize != 1 {
         let format: String = view.getattr("format")?.extract()?;
-        return Err(input(format!("{}: expected a buffer of single bytes, got items of {itemsize} bytes (format {format:?})", what())));
+        return Err(input(format!(
+            "{}: expected a buffer of single bytes, got items of {itemsize} bytes (format {format:?})",
+            what()
+        )));
     }
     if !view.getattr("c_contiguous")?.extract::<bool>()? {
         return Err(not_contiguous(what));
@@ -80,7 +88,10 @@ fn buffer_array<'py>(obj: &Bound<'py, PyAny>, what: &dyn Fn() -> String) -> PyRe
 }
 
 fn not_contiguous(what: &dyn Fn() -> String) -> PyErr {
-    input(format!("{}: the buffer is not C-contiguous (a strided view); pass numpy.ascontiguousarray(...) or bytes", what()))
+    input(format!(
+        "{}: the buffer is not C-contiguous (a strided view); pass numpy.ascontiguousarray(...) or bytes",
+        what()
+    ))
 }
 
 /// Reads a chain: a `Chain` object, or a bytes-like object; `what` names it in errors.
@@ -112,7 +123,11 @@ pub fn source<'py>(obj: &Bound<'py, PyAny>, what: &dyn Fn() -> String) -> PyResu
     let array = match obj.cast::<PyUntypedArray>() {
         Ok(a) => {
             if a.dtype().itemsize() != 1 {
-                return Err(input(format!("{}: expected a buffer of single bytes, got dtype {}", what(), dtype_name(a))));
+                return Err(input(format!(
+                    "{}: expected a buffer of single bytes, got dtype {}",
+                    what(),
+                    dtype_name(a)
+                )));
             }
             if !a.is_c_contiguous() {
                 return Err(not_contiguous(what));
@@ -196,7 +211,12 @@ pub fn chains<'py>(obj: &Bound<'py, PyAny>, offsets: Option<&Bound<'py, PyAny>>,
     variable_with(obj, offsets, name, chain_source)
 }
 
-fn variable_with<'py>(obj: &Bound<'py, PyAny>, offsets: Option<&Bound<'py, PyAny>>, name: &str, read: Read) -> PyResult<Batch<'py>> {
+fn variable_with<'py>(
+    obj: &Bound<'py, PyAny>,
+    offsets: Option<&Bound<'py, PyAny>>,
+    name: &str,
+    read: Read,
+) -> PyResult<Batch<'py>> {
     let Some(offsets) = offsets else {
         return Ok(Batch { sources: items(obj, name, read)?, cuts: None });
     };
@@ -248,7 +268,13 @@ fn offsets_vec(obj: &Bound<'_, PyAny>) -> PyResult<Vec<i64>> {
     }
     let read = |e: numpy::BorrowError| input(format!("offsets: {e}"));
     if let Ok(a) = array.cast::<numpy::PyArray1<u64>>() {
-        return Ok(a.try_readonly().map_err(read)?.as_array().iter().map(|&v| i64::try_from(v).unwrap_or(i64::MAX)).collect());
+        return Ok(a
+            .try_readonly()
+            .map_err(read)?
+            .as_array()
+            .iter()
+            .map(|&v| i64::try_from(v).unwrap_or(i64::MAX))
+            .collect());
     }
     // Every other integer dtype fits in int64 exactly.
     let wide = array.call_method1("astype", ("int64",))?.cast_into::<numpy::PyArray1<i64>>()?;

@@ -36,7 +36,11 @@ fn opt_array<const N: usize>(obj: Option<&Bound<'_, PyAny>>, name: &'static str)
     obj.map(|o| array::<N>(o, &|| name.to_string())).transpose()
 }
 
-pub(crate) fn int<T: for<'a, 'py> FromPyObject<'a, 'py>>(obj: &Bound<'_, PyAny>, name: &str, range: &str) -> PyResult<T> {
+pub(crate) fn int<T: for<'a, 'py> FromPyObject<'a, 'py>>(
+    obj: &Bound<'_, PyAny>,
+    name: &str,
+    range: &str,
+) -> PyResult<T> {
     obj.extract::<T>().map_err(|_| input(format!("{name}: expected an integer in {range}")))
 }
 

@@ -1,11 +1,11 @@
 //! `Gate`: SPEC §6 in front of every request.
 
-use hopgate_core::gate::{Gate, GateConfig};
+use hopgate_core::gate::{Gate, GateConfig, Request, Requirement};
 use hopgate_macros::guarded;
 use numpy::PyArray1;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::PyTuple;
+use pyo3::types::{PyTuple, PyTupleMethods};
 
 use crate::audit::{PyAuditLog, PyReceipt};
 use crate::batch::{self, array, key_set};
@@ -24,6 +24,8 @@ use crate::ledger::{reservation_object, PyLedger, PyReservation};
 #[pyclass(name = "Gate", module = "hopgate", frozen)]
 pub struct PyGate {
     gate: Gate,
+    /// The `AuditLog` object given, handed back by the `audit` getter.
+    audit: Option<Py<PyAuditLog>>,
 }
 
 fn decision<'py>(
@@ -36,6 +38,56 @@ fn decision<'py>(
     static CODE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
     let code = CODE.import(py, "hopgate._codes", "Code")?.call1((code,))?;
     DECISION.import(py, "hopgate._decision", "Decision")?.call1((code, reservation, receipt))
+}
+
+/// A requirement as Python gives it: `(ability, resource, price)`, or None.
+type OwnedRequirement = Option<(String, String, u64)>;
+
+fn requirement(obj: Option<&Bound<'_, PyAny>>, name: &dyn Fn() -> String) -> PyResult<OwnedRequirement> {
+    let Some(obj) = obj.filter(|o| !o.is_none()) else { return Ok(None) };
+    let shape = || input(format!("{}: expected (ability, resource, price): two str and an int in {U64}", name()));
+    let tuple = obj.cast::<PyTuple>().map_err(|_| shape())?;
+    if tuple.len() != 3 {
+        return Err(shape());
+    }
+    let ability: String = tuple.get_item(0)?.extract().map_err(|_| shape())?;
+    let resource: String = tuple.get_item(1)?.extract().map_err(|_| shape())?;
+    let price: u64 = crate::chain::int(&tuple.get_item(2)?, &format!("{} price", name()), U64)?;
+    Ok(Some((ability, resource, price)))
+}
+
+fn borrow(r: &OwnedRequirement) -> Option<Requirement<'_>> {
+    r.as_ref().map(|(ability, resource, price)| Requirement { ability, resource, price: *price })
+}
+
+/// Converts the entry at an index of a per-request list.
+type Entry<'a, 'py, T> = &'a dyn Fn(&Bound<'py, PyAny>, usize) -> PyResult<Option<T>>;
+
+/// `n` optional entries from `obj`: None gives `n` Nones; else a list of exactly `n`
+/// items, each None or converted by `each`.
+fn per_request<'py, T>(
+    obj: Option<&Bound<'py, PyAny>>,
+    n: usize,
+    name: &str,
+    each: Entry<'_, 'py, T>,
+) -> PyResult<Vec<Option<T>>> {
+    let Some(obj) = obj.filter(|o| !o.is_none()) else { return Ok((0..n).map(|_| None).collect()) };
+    if obj.is_instance_of::<pyo3::types::PyBytes>() || obj.is_instance_of::<pyo3::types::PyString>() {
+        return Err(input(format!(
+            "{name}: expected a list with one entry per request, got {}",
+            batch::type_name(obj)
+        )));
+    }
+    let items: Vec<Bound<'py, PyAny>> = obj
+        .try_iter()
+        .map_err(|_| {
+            input(format!("{name}: expected a list with one entry per request, got {}", batch::type_name(obj)))
+        })?
+        .collect::<PyResult<_>>()?;
+    if items.len() != n {
+        return Err(input(format!("{name}: {} entries, expected {n} (one per request)", items.len())));
+    }
+    items.iter().enumerate().map(|(i, item)| if item.is_none() { Ok(None) } else { each(item, i) }).collect()
 }
 
 #[guarded]
@@ -56,21 +108,14 @@ impl PyGate {
         #[pyo3(from_py_with = cache_size_arg)] cache_size: u64,
         #[pyo3(from_py_with = max_batch_arg)] max_batch: u64,
     ) -> PyResult<Self> {
-        let audit = match audit.filter(|a| !a.is_none()) {
-            None => None,
-            Some(a) => Some(
-                a.cast::<PyAuditLog>()
-                    .map_err(|_| {
-                        input(format!(
-                            "audit: expected a hopgate.AuditLog (the native one), got {}",
-                            batch::type_name(a)
-                        ))
-                    })?
-                    .get()
-                    .log
-                    .clone(),
-            ),
-        };
+        let audit: Option<Bound<'_, PyAuditLog>> = audit
+            .filter(|a| !a.is_none())
+            .map(|a| {
+                a.cast::<PyAuditLog>().cloned().map_err(|_| {
+                    input(format!("audit: expected a hopgate.AuditLog (the native one), got {}", batch::type_name(a)))
+                })
+            })
+            .transpose()?;
         let count = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
         let config = GateConfig {
             trusted: key_set::<32>(trusted, "trusted")?,
@@ -83,16 +128,23 @@ impl PyGate {
         let revoked = revoked.map(|r| key_set::<32>(r, "revoked")).transpose()?.unwrap_or_default();
         let ledger = ledger.map_or_else(Default::default, |l| l.get().ledger.clone());
         let gate = Gate::new(config, revoked, ledger).map_err(to_py)?;
-        Ok(PyGate { gate: match audit {
-            Some(log) => gate.with_audit(log),
+        let gate = match &audit {
+            Some(log) => gate.with_audit(log.get().log.clone()),
             None => gate,
-        } })
+        };
+        Ok(PyGate { gate, audit: audit.map(Bound::unbind) })
     }
 
     /// Revokes a link, by revocation id, for every later request.
     fn revoke(&self, revocation_id: &Bound<'_, PyAny>) -> PyResult<()> {
         self.gate.revoke(array::<32>(revocation_id, &|| "revocation_id".into())?);
         Ok(())
+    }
+
+    /// The audit log this gate appends to, or None.
+    #[getter]
+    fn audit(&self, py: Python<'_>) -> Option<Py<PyAuditLog>> {
+        self.audit.as_ref().map(|a| a.clone_ref(py))
     }
 
     /// The ledger this gate reserves on.
@@ -120,36 +172,78 @@ impl PyGate {
     }
 
     /// Decides one request; returns a `Decision` (code, reason, reservation).
-    #[pyo3(signature = (chain, invocation, now = None))]
+    /// `payload`: the request body, bound to the invocation's `payload_digest`
+    /// (else `BAD_SIGNATURE`); `require`: `(ability, resource, price)` the server
+    /// requires (else `SCOPE_DENIED` or `COST_BELOW_PRICE`).
+    #[pyo3(signature = (chain, invocation, now = None, *, payload = None, require = None))]
     fn check<'py>(
         &self,
         py: Python<'py>,
         chain: &Bound<'py, PyAny>,
         invocation: &Bound<'py, PyAny>,
         now: Option<&Bound<'py, PyAny>>,
+        payload: Option<&Bound<'py, PyAny>>,
+        require: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let c = batch::chain_source(chain, &|| "chain".into())?;
         let i = batch::source(invocation, &|| "invocation".into())?;
-        let (c, i) = (c.as_slice(), i.as_slice());
+        let body = payload.filter(|p| !p.is_none()).map(|p| batch::source(p, &|| "payload".into())).transpose()?;
+        let require = requirement(require, &|| "require".into())?;
         let now = opt_int(now, "now", U64)?.unwrap_or_else(unix_now);
-        let mut out = py.detach(|| self.gate.check_batch(&[(c, i)], now)).map_err(to_py)?;
+        let request = Request {
+            chain: c.as_slice(),
+            invocation: i.as_slice(),
+            payload: body.as_ref().map(|b| b.as_slice()),
+            require: borrow(&require),
+        };
+        let mut out = py.detach(|| self.gate.check_requests(&[request], now)).map_err(to_py)?;
         let outcome = out.pop().ok_or_else(|| input("no outcome"))?;
         let receipt = outcome.receipt.map(|receipt| PyReceipt { receipt });
         decision(py, outcome.code as u8, reservation_object(py, outcome.reservation)?, receipt)
     }
 
-    /// Decides many requests in order, with every uncached signature of the batch in
+    /// What `check` would decide before the replay and budget steps (`Code.OK` when
+    /// they are all that is left), with no payload bound: it consumes no nonce,
+    /// reserves nothing and writes no audit record. A server calls it to
+    /// authenticate a request before reading its body.
+    #[pyo3(signature = (chain, invocation, now = None, *, require = None))]
+    fn precheck<'py>(
+        &self,
+        py: Python<'py>,
+        chain: &Bound<'py, PyAny>,
+        invocation: &Bound<'py, PyAny>,
+        now: Option<&Bound<'py, PyAny>>,
+        require: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        static CODE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+        let c = batch::chain_source(chain, &|| "chain".into())?;
+        let i = batch::source(invocation, &|| "invocation".into())?;
+        let require = requirement(require, &|| "require".into())?;
+        let now = opt_int(now, "now", U64)?.unwrap_or_else(unix_now);
+        let request =
+            Request { chain: c.as_slice(), invocation: i.as_slice(), payload: None, require: borrow(&require) };
+        let code = py.detach(|| self.gate.precheck(&request, now));
+        CODE.import(py, "hopgate._codes", "Code")?.call1((code as u8,))
+    }
+
+    /// Decides many requests in input order (a later request sees the nonces and
+    /// reservations of earlier ones), with every uncached signature of the batch in
     /// one batched verification; returns `(codes, reservations)`: a numpy uint8
     /// array and a list holding a `Reservation` for each allowed request, else None.
-    /// With `receipts=True`, returns `(codes, reservations, receipts)`, a `Receipt`
-    /// per request when the gate has an audit log (else None).
-    #[pyo3(signature = (chains, invocations, now = None, *, receipts = false))]
+    /// `payloads` and `requires`: None, or one entry per request (None, or what
+    /// `check` takes as `payload` and `require`). With `receipts=True`, returns
+    /// `(codes, reservations, receipts)`, a `Receipt` per request when the gate has
+    /// an audit log (else None).
+    #[pyo3(signature = (chains, invocations, now = None, *, payloads = None, requires = None, receipts = false))]
+    #[allow(clippy::too_many_arguments)]
     fn check_batch<'py>(
         &self,
         py: Python<'py>,
         chains: &Bound<'py, PyAny>,
         invocations: &Bound<'py, PyAny>,
         now: Option<&Bound<'py, PyAny>>,
+        payloads: Option<&Bound<'py, PyAny>>,
+        requires: Option<&Bound<'py, PyAny>>,
         receipts: bool,
     ) -> PyResult<Bound<'py, PyTuple>> {
         let chains = batch::chains(chains, None, "chains")?;
@@ -161,9 +255,24 @@ impl PyGate {
                 invocations.len()
             )));
         }
-        let requests: Vec<(&[u8], &[u8])> = chains.slices().into_iter().zip(invocations.slices()).collect();
+        let n = chains.len();
+        let bodies =
+            per_request(payloads, n, "payloads", &|p, i| batch::source(p, &|| format!("payloads[{i}]")).map(Some))?;
+        let needs = per_request(requires, n, "requires", &|r, i| requirement(Some(r), &|| format!("requires[{i}]")))?;
+        let requests: Vec<Request<'_>> = chains
+            .slices()
+            .into_iter()
+            .zip(invocations.slices())
+            .zip(bodies.iter().zip(&needs))
+            .map(|((chain, invocation), (body, need))| Request {
+                chain,
+                invocation,
+                payload: body.as_ref().map(|b| b.as_slice()),
+                require: borrow(need),
+            })
+            .collect();
         let now = opt_int(now, "now", U64)?.unwrap_or_else(unix_now);
-        let outcomes = py.detach(|| self.gate.check_batch(&requests, now)).map_err(to_py)?;
+        let outcomes = py.detach(|| self.gate.check_requests(&requests, now)).map_err(to_py)?;
         let codes: Vec<u8> = outcomes.iter().map(|o| o.code as u8).collect();
         let receipt_list: Vec<Option<PyReceipt>> =
             outcomes.iter().map(|o| o.receipt.map(|receipt| PyReceipt { receipt })).collect();

@@ -124,7 +124,8 @@ fn threads_arg(threads: Option<&Bound<'_, PyAny>>) -> PyResult<Option<NonZeroUsi
         // `True` is an `int` to Python, but `threads=True` is a mistake, not "1 thread".
         return Err(PyTypeError::new_err("threads: expected None or an integer >= 1, got bool"));
     }
-    let below_one = || input(format!("threads: must be at least 1, got {}", t.str().map(|s| s.to_string()).unwrap_or_default()));
+    let below_one =
+        || input(format!("threads: must be at least 1, got {}", t.str().map(|s| s.to_string()).unwrap_or_default()));
     let n: i64 = match t.extract() {
         Ok(n) => n,
         // An integer beyond i64 is refused like the others: below 1, or too large.
@@ -132,7 +133,10 @@ fn threads_arg(threads: Option<&Bound<'_, PyAny>>) -> PyResult<Option<NonZeroUsi
             return Err(if t.gt(0)? { input(format!("threads: {} is out of range", t.str()?)) } else { below_one() });
         }
         Err(_) => {
-            return Err(PyTypeError::new_err(format!("threads: expected None or an integer >= 1, got {}", type_name())));
+            return Err(PyTypeError::new_err(format!(
+                "threads: expected None or an integer >= 1, got {}",
+                type_name()
+            )));
         }
     };
     if n < 1 {

@@ -128,10 +128,9 @@ pub fn text_arg(text: &Bound<'_, PyAny>) -> PyResult<String> {
     }
     if text.cast::<crate::chain::PyChain>().is_err() {
         if let Ok(src) = source(text, &|| "text".into()) {
-            return String::from_utf8(src.as_slice().to_vec())
-                .ok()
-                .filter(|s| s.is_ascii())
-                .ok_or_else(|| to_py(hopgate_core::Error::Malformed { field: "text", offset: 0, reason: "not ASCII base64url" }));
+            return String::from_utf8(src.as_slice().to_vec()).ok().filter(|s| s.is_ascii()).ok_or_else(|| {
+                to_py(hopgate_core::Error::Malformed { field: "text", offset: 0, reason: "not ASCII base64url" })
+            });
         }
     }
     Err(crate::errors::input(format!("text: expected str, got {}", crate::batch::type_name(text))))

@@ -50,14 +50,20 @@ pub struct PyLedger {
 #[pymethods]
 impl PyLedger {
     /// An empty ledger holding at most `max_accounts` accounts and remembering at
-    /// most `max_nonces` replay nonces (both at least 1; FORMAT.md, "Limits").
+    /// most `max_nonces` replay nonces, of which one root (the first link of a
+    /// chain) may hold at most `max_accounts_per_root` accounts (default: a tenth of
+    /// `max_accounts`, at least 1) and `max_nonces_per_root` nonces (default:
+    /// `max_nonces`). Every limit is at least 1 (FORMAT.md, "Limits").
     #[new]
     // Literals, so that the text signature (and stubtest) shows them; a test checks
     // they equal the core's DEFAULT_MAX_ACCOUNTS and DEFAULT_MAX_NONCES.
-    #[pyo3(signature = (*, max_accounts = 1_000_000, max_nonces = 1_000_000))]
+    #[pyo3(signature = (*, max_accounts = 1_000_000, max_nonces = 1_000_000, max_accounts_per_root = None,
+                        max_nonces_per_root = None))]
     fn new(
         #[pyo3(from_py_with = max_accounts_arg)] max_accounts: u64,
         #[pyo3(from_py_with = max_nonces_arg)] max_nonces: u64,
+        max_accounts_per_root: Option<&Bound<'_, PyAny>>,
+        max_nonces_per_root: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
         let count = |n: u64, name: &str| -> PyResult<usize> {
             if n == 0 {
@@ -65,7 +71,18 @@ impl PyLedger {
             }
             Ok(usize::try_from(n).unwrap_or(usize::MAX))
         };
-        let limits = ledger::Limits { max_accounts: count(max_accounts, "max_accounts")?, max_nonces: count(max_nonces, "max_nonces")? };
+        let optional = |obj: Option<&Bound<'_, PyAny>>, name: &str| -> PyResult<Option<usize>> {
+            crate::chain::opt_int::<u64>(obj.filter(|o| !o.is_none()), name, crate::chain::U64)?
+                .map(|n| count(n, name))
+                .transpose()
+        };
+        let mut limits = ledger::Limits::new(count(max_accounts, "max_accounts")?, count(max_nonces, "max_nonces")?);
+        if let Some(n) = optional(max_accounts_per_root, "max_accounts_per_root")? {
+            limits.max_accounts_per_root = n;
+        }
+        if let Some(n) = optional(max_nonces_per_root, "max_nonces_per_root")? {
+            limits.max_nonces_per_root = n;
+        }
         Ok(PyLedger { ledger: Ledger::with_limits(limits).map_err(to_py)? })
     }
 
@@ -79,6 +96,25 @@ impl PyLedger {
     #[getter]
     fn max_nonces(&self) -> usize {
         self.ledger.limits().max_nonces
+    }
+
+    /// The most accounts one root holds at once.
+    #[getter]
+    fn max_accounts_per_root(&self) -> usize {
+        self.ledger.limits().max_accounts_per_root
+    }
+
+    /// The most replay nonces one root holds at once.
+    #[getter]
+    fn max_nonces_per_root(&self) -> usize {
+        self.ledger.limits().max_nonces_per_root
+    }
+
+    /// How long a nonce is remembered after its timestamp: the longest
+    /// `replay_window` of any gate built on this ledger (0 before any).
+    #[getter]
+    fn replay_window(&self) -> u64 {
+        self.ledger.replay_window()
     }
 
     /// How many replay nonces are remembered at `now` (default: the clock).
@@ -173,7 +209,11 @@ impl PyBudget {
     /// A child account with `cap` (at most this budget's own cap) under `account_id`
     /// (random when None). Consumes this handle; returns `(parent, child)`.
     #[pyo3(signature = (cap, account_id = None))]
-    fn delegate(&self, cap: &Bound<'_, PyAny>, account_id: Option<&Bound<'_, PyAny>>) -> PyResult<(PyBudget, PyBudget)> {
+    fn delegate(
+        &self,
+        cap: &Bound<'_, PyAny>,
+        account_id: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<(PyBudget, PyBudget)> {
         let cap: u64 = cap.extract().map_err(|_| input("cap: expected an integer in 0..=2**64-1"))?;
         let id = match account_id {
             Some(id) => array::<32>(id, &|| "account_id".into())?,
@@ -261,13 +301,15 @@ impl PyReservation {
             actual.map(|a| a.extract()).transpose().map_err(|_| input("actual: expected an integer in 0..=2**64-1"))?;
         let r = self.take()?;
         let actual = actual.unwrap_or(self.amount);
-        r.commit(actual).map_err(|o| OverrunError::new_err((o.to_string(), o.reserved, o.actual)))
+        r.commit(actual).map_err(|e| match e {
+            ledger::SettleError::Overrun(o) => OverrunError::new_err((o.to_string(), o.reserved, o.actual)),
+            ledger::SettleError::Audit(e) => to_py(e),
+        })
     }
 
     /// Releases the whole amount: the statement that nothing was spent.
     fn release(&self) -> PyResult<()> {
-        self.take()?.release();
-        Ok(())
+        self.take()?.release().map_err(to_py)
     }
 
     fn __enter__(slf: Py<Self>) -> Py<Self> {
@@ -275,12 +317,7 @@ impl PyReservation {
     }
 
     /// Leaving the block unsettled forfeits the amount (counted as spent).
-    fn __exit__(
-        &self,
-        _exc_type: &Bound<'_, PyAny>,
-        _exc: &Bound<'_, PyAny>,
-        _tb: &Bound<'_, PyAny>,
-    ) -> bool {
+    fn __exit__(&self, _exc_type: &Bound<'_, PyAny>, _exc: &Bound<'_, PyAny>, _tb: &Bound<'_, PyAny>) -> bool {
         drop(lock(&self.inner).take());
         false
     }
@@ -298,7 +335,11 @@ impl PyReservation {
     }
 
     fn __repr__(&self) -> String {
-        format!("Reservation(amount={}, settled={})", self.amount, if lock(&self.inner).is_none() { "True" } else { "False" })
+        format!(
+            "Reservation(amount={}, settled={})",
+            self.amount,
+            if lock(&self.inner).is_none() { "True" } else { "False" }
+        )
     }
 }
 
@@ -330,4 +371,3 @@ impl Drop for PyReservation {
 pub fn reservation_object(py: Python<'_>, r: Option<ledger::Reservation>) -> PyResult<Option<Py<PyReservation>>> {
     r.map(|r| Py::new(py, PyReservation::new(r))).transpose()
 }
-
