@@ -415,9 +415,20 @@ def test_verify_chains_inputs(impl: ModuleType, keys: list[Any]) -> None:
 def test_text_form_is_strict(impl: ModuleType, keys: list[Any]) -> None:
     c = impl.Chain.from_bytes(build(chain_of(keys[:2])).data)
     text = c.to_text()
-    for bad in (text + "=", text[:-1] + "!", text + "A", "", " " + text):
+    for bad in (text + "=", text[:-1] + "!", text + "A", "", " " + text, text + " ", text + "\n\n", text + "\r",
+                "\n" + text, text + "\n\r\n", text[:10] + "\n" + text[10:]):
         with pytest.raises(hopgate.MalformedError):
             impl.Chain.from_text(bad)
+
+
+def test_text_form_ignores_one_line_ending(impl: ModuleType, keys: list[Any], tmp_path: Any) -> None:
+    # What `open(f).read()` returns for a file written with a final newline.
+    c = impl.Chain.from_bytes(build(chain_of(keys[:2])).data)
+    path = tmp_path / "c.chain"
+    path.write_text(c.to_text() + "\n")
+    assert impl.Chain.from_text(path.read_text()) == c
+    assert impl.Chain.from_text(c.to_text() + "\r\n") == c
+    assert impl.from_text("-_8\n") == b"\xfb\xff"
 
 
 def test_chain_pickles_as_bytes(keys: list[Any]) -> None:

@@ -577,6 +577,8 @@ def decode_text(text: object, field: str) -> bytes:
             raise MalformedError(f"{field}: not ASCII base64url", field, 0) from None
     if not isinstance(text, str):
         raise InputError(f"{field}: expected str, got {type(text).__name__}")
+    # One line ending after the text is not part of it (a file with a final newline).
+    text = text[:-2] if text.endswith("\r\n") else text[:-1] if text.endswith("\n") else text
     bad = _BASE64URL_CHAR.search(text)
     if bad is not None:
         raise MalformedError(

@@ -523,8 +523,12 @@ pub fn to_text(bytes: &[u8]) -> String {
 
 /// Decodes the text form strictly: padding, characters outside the alphabet and
 /// non-zero leftover bits are refused, so one byte string has exactly one text form.
+/// One line ending (`\n` or `\r\n`) after it is ignored, as read from a file.
 pub fn from_text(text: &str) -> Result<Vec<u8>> {
     use base64::Engine;
+    // One line ending after the text is not part of it: a file written with a final
+    // newline reads back as the same bytes. Anything else stays refused.
+    let text = text.strip_suffix("\r\n").or_else(|| text.strip_suffix('\n')).unwrap_or(text);
     if text.len() > 4 * MAX_CHAIN_LEN.div_ceil(3) {
         return Err(malformed("text", 0, "longer than the text form of any valid chain"));
     }

@@ -13,7 +13,7 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBool, PyBytes, PyFloat, PyInt};
 use zeroize::Zeroizing;
 
-use crate::batch::{self, array};
+use crate::convert::{self, array};
 use crate::errors::{input, to_py};
 
 /// What an append returns: the record's index, the log's chain value after it,
@@ -69,7 +69,7 @@ impl PyReceipt {
     /// Parses the 72 bytes of `bytes(receipt)`.
     #[staticmethod]
     fn from_bytes(data: &Bound<'_, PyAny>) -> PyResult<Self> {
-        let data = batch::source(data, &|| "receipt".into())?;
+        let data = convert::source(data, &|| "receipt".into())?;
         Ok(PyReceipt { receipt: Receipt::from_bytes(data.as_slice()).map_err(to_py)? })
     }
 
@@ -165,7 +165,7 @@ impl PyAuditLog {
 
     /// Appends one record (bytes-like); returns its `Receipt`.
     fn append(&self, py: Python<'_>, record: &Bound<'_, PyAny>) -> PyResult<PyReceipt> {
-        let record = batch::source(record, &|| "record".into())?;
+        let record = convert::source(record, &|| "record".into())?;
         let body = record.as_slice();
         let receipt = py.detach(|| self.lock().append(body)).map_err(to_py)?;
         Ok(PyReceipt { receipt })
@@ -180,7 +180,7 @@ impl PyAuditLog {
         records: &Bound<'_, PyAny>,
         offsets: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Vec<Py<PyReceipt>>> {
-        let batch = batch::variable(records, offsets, "records")?;
+        let batch = convert::variable(records, offsets, "records")?;
         let slices = batch.slices();
         let rs = py.detach(|| self.lock().append_many(&slices)).map_err(to_py)?;
         receipts(py, rs)

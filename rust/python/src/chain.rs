@@ -8,7 +8,7 @@ use numpy::PyArray1;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyTuple};
 
-use crate::batch::{self, array, source};
+use crate::convert::{self, array, int, opt_int, source, text_arg, unix_now, Batch, Source, U64, U8};
 use crate::errors::{input, to_py};
 use crate::keys::PySigningKey;
 
@@ -35,37 +35,6 @@ impl PyChain {
 fn opt_array<const N: usize>(obj: Option<&Bound<'_, PyAny>>, name: &'static str) -> PyResult<Option<[u8; N]>> {
     obj.map(|o| array::<N>(o, &|| name.to_string())).transpose()
 }
-
-pub(crate) fn int<T: for<'a, 'py> FromPyObject<'a, 'py>>(
-    obj: &Bound<'_, PyAny>,
-    name: &str,
-    range: &str,
-) -> PyResult<T> {
-    obj.extract::<T>().map_err(|_| input(format!("{name}: expected an integer in {range}")))
-}
-
-pub(crate) fn opt_int<T: for<'a, 'py> FromPyObject<'a, 'py>>(
-    obj: Option<&Bound<'_, PyAny>>,
-    name: &str,
-    range: &str,
-) -> PyResult<Option<T>> {
-    obj.map(|o| int::<T>(o, name, range)).transpose()
-}
-
-pub(crate) const U64: &str = "0..=2**64-1";
-
-/// Defines `fn $name(&Bound<PyAny>) -> PyResult<u64>` for `#[pyo3(from_py_with = ..)]`:
-/// an integer argument `$arg` in 0..=2**64-1, else `InputError` naming it (as the
-/// reference's `check_uint` does; PyO3's own u64 conversion would raise OverflowError).
-macro_rules! u64_arg {
-    ($name:ident, $arg:literal) => {
-        pub(crate) fn $name(obj: &Bound<'_, PyAny>) -> PyResult<u64> {
-            crate::chain::int(obj, $arg, crate::chain::U64)
-        }
-    };
-}
-pub(crate) use u64_arg;
-const U8: &str = "0..=255";
 
 fn caps(obj: &Bound<'_, PyAny>) -> PyResult<Vec<(String, String)>> {
     obj.extract::<Vec<(String, String)>>()
@@ -184,7 +153,7 @@ impl PyChain {
     /// header); padding, foreign characters and non-zero leftover bits are refused.
     #[staticmethod]
     fn from_text(text: &Bound<'_, PyAny>) -> PyResult<Self> {
-        let bytes = wire::from_text(&crate::invocation::text_arg(text)?).map_err(to_py)?;
+        let bytes = wire::from_text(&text_arg(text)?).map_err(to_py)?;
         wire::Chain::parse(&bytes).map_err(to_py)?;
         Ok(PyChain { bytes })
     }
@@ -336,8 +305,22 @@ impl PyLink {
     }
 }
 
-pub fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+/// Reads a chain: a `Chain` object (its bytes read in place), or a bytes-like object;
+/// `what` names it in errors.
+pub fn chain_source<'py>(obj: &Bound<'py, PyAny>, what: &dyn Fn() -> String) -> PyResult<Source<'py>> {
+    fn held<'a>(obj: &'a Bound<'_, PyAny>) -> &'a [u8] {
+        // Only built below, for an object that is a `Chain`.
+        obj.cast::<PyChain>().map_or(&[][..], |c| c.get().as_slice())
+    }
+    match obj.cast::<PyChain>() {
+        Ok(_) => Ok(Source::Held(obj.clone(), held)),
+        Err(_) => convert::source(obj, what),
+    }
+}
+
+/// [`convert::variable`] for chains: list items may also be `Chain` objects.
+pub fn chains<'py>(obj: &Bound<'py, PyAny>, offsets: Option<&Bound<'py, PyAny>>, name: &str) -> PyResult<Batch<'py>> {
+    convert::variable_with(obj, offsets, name, chain_source)
 }
 
 /// Verifies many chains (SPEC §4 steps (a)–(e)); one `Code` per chain as a numpy
@@ -354,9 +337,9 @@ pub fn verify_chains<'py>(
     revoked: Option<&Bound<'py, PyAny>>,
     offsets: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyArray1<u8>>> {
-    let batch = batch::chains(chains, offsets, "chains")?;
-    let trusted = batch::key_set::<32>(trusted, "trusted")?;
-    let revoked = revoked.map(|r| batch::key_set::<32>(r, "revoked")).transpose()?.unwrap_or_default();
+    let batch = self::chains(chains, offsets, "chains")?;
+    let trusted = convert::key_set::<32>(trusted, "trusted")?;
+    let revoked = revoked.map(|r| convert::key_set::<32>(r, "revoked")).transpose()?.unwrap_or_default();
     let session = opt_array::<16>(session, "session")?;
     let now = opt_int(now, "now", U64)?.unwrap_or_else(unix_now);
     let slices = batch.slices();

@@ -8,8 +8,8 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyTuple, PyTupleMethods};
 
 use crate::audit::{PyAuditLog, PyReceipt};
-use crate::batch::{self, array, key_set};
-use crate::chain::{opt_int, u64_arg, unix_now, U64};
+use crate::convert::{self, array, key_set};
+use crate::convert::{opt_int, u64_arg, unix_now, U64};
 
 u64_arg!(skew_arg, "skew");
 u64_arg!(replay_window_arg, "replay_window");
@@ -52,7 +52,7 @@ fn requirement(obj: Option<&Bound<'_, PyAny>>, name: &dyn Fn() -> String) -> PyR
     }
     let ability: String = tuple.get_item(0)?.extract().map_err(|_| shape())?;
     let resource: String = tuple.get_item(1)?.extract().map_err(|_| shape())?;
-    let price: u64 = crate::chain::int(&tuple.get_item(2)?, &format!("{} price", name()), U64)?;
+    let price: u64 = crate::convert::int(&tuple.get_item(2)?, &format!("{} price", name()), U64)?;
     Ok(Some((ability, resource, price)))
 }
 
@@ -75,13 +75,13 @@ fn per_request<'py, T>(
     if obj.is_instance_of::<pyo3::types::PyBytes>() || obj.is_instance_of::<pyo3::types::PyString>() {
         return Err(input(format!(
             "{name}: expected a list with one entry per request, got {}",
-            batch::type_name(obj)
+            convert::type_name(obj)
         )));
     }
     let items: Vec<Bound<'py, PyAny>> = obj
         .try_iter()
         .map_err(|_| {
-            input(format!("{name}: expected a list with one entry per request, got {}", batch::type_name(obj)))
+            input(format!("{name}: expected a list with one entry per request, got {}", convert::type_name(obj)))
         })?
         .collect::<PyResult<_>>()?;
     if items.len() != n {
@@ -112,7 +112,7 @@ impl PyGate {
             .filter(|a| !a.is_none())
             .map(|a| {
                 a.cast::<PyAuditLog>().cloned().map_err(|_| {
-                    input(format!("audit: expected a hopgate.AuditLog (the native one), got {}", batch::type_name(a)))
+                    input(format!("audit: expected a hopgate.AuditLog (the native one), got {}", convert::type_name(a)))
                 })
             })
             .transpose()?;
@@ -185,9 +185,9 @@ impl PyGate {
         payload: Option<&Bound<'py, PyAny>>,
         require: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let c = batch::chain_source(chain, &|| "chain".into())?;
-        let i = batch::source(invocation, &|| "invocation".into())?;
-        let body = payload.filter(|p| !p.is_none()).map(|p| batch::source(p, &|| "payload".into())).transpose()?;
+        let c = crate::chain::chain_source(chain, &|| "chain".into())?;
+        let i = convert::source(invocation, &|| "invocation".into())?;
+        let body = payload.filter(|p| !p.is_none()).map(|p| convert::source(p, &|| "payload".into())).transpose()?;
         let require = requirement(require, &|| "require".into())?;
         let now = opt_int(now, "now", U64)?.unwrap_or_else(unix_now);
         let request = Request {
@@ -216,8 +216,8 @@ impl PyGate {
         require: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         static CODE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-        let c = batch::chain_source(chain, &|| "chain".into())?;
-        let i = batch::source(invocation, &|| "invocation".into())?;
+        let c = crate::chain::chain_source(chain, &|| "chain".into())?;
+        let i = convert::source(invocation, &|| "invocation".into())?;
         let require = requirement(require, &|| "require".into())?;
         let now = opt_int(now, "now", U64)?.unwrap_or_else(unix_now);
         let request =
@@ -246,8 +246,8 @@ impl PyGate {
         requires: Option<&Bound<'py, PyAny>>,
         receipts: bool,
     ) -> PyResult<Bound<'py, PyTuple>> {
-        let chains = batch::chains(chains, None, "chains")?;
-        let invocations = batch::variable(invocations, None, "invocations")?;
+        let chains = crate::chain::chains(chains, None, "chains")?;
+        let invocations = convert::variable(invocations, None, "invocations")?;
         if chains.len() != invocations.len() {
             return Err(input(format!(
                 "chains and invocations must have the same length (got {} and {})",
@@ -257,7 +257,7 @@ impl PyGate {
         }
         let n = chains.len();
         let bodies =
-            per_request(payloads, n, "payloads", &|p, i| batch::source(p, &|| format!("payloads[{i}]")).map(Some))?;
+            per_request(payloads, n, "payloads", &|p, i| convert::source(p, &|| format!("payloads[{i}]")).map(Some))?;
         let needs = per_request(requires, n, "requires", &|r, i| requirement(Some(r), &|| format!("requires[{i}]")))?;
         let requests: Vec<Request<'_>> = chains
             .slices()

@@ -1,8 +1,8 @@
 //! Hashing: `blake3_many`, `sha256_many`, `mac_many` (BLAKE3 keyed mode), the
 //! one-input `blake3` (optionally on several threads), and `hash_backend`.
 //!
-//! Inputs go through `batch` (one bytes-like object: `batch::source`; a batch:
-//! `batch::variable`), so hashing borrows and copies exactly what every other
+//! Inputs go through `batch` (one bytes-like object: `convert::source`; a batch:
+//! `convert::variable`), so hashing borrows and copies exactly what every other
 //! binding does: immutable and read-only memory is borrowed and may be read with
 //! the GIL released; writable memory was copied under the GIL before we get here.
 //! The hashing itself, its threading and its lane engine belong to
@@ -16,7 +16,7 @@ use pyo3::exceptions::{PyOverflowError, PyTypeError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes};
 
-use crate::batch;
+use crate::convert;
 use crate::errors::input;
 
 /// Below this many bytes the GIL stays held: releasing it costs more than hashing.
@@ -37,7 +37,7 @@ fn many<'py>(
     offsets: Option<&Bound<'py, PyAny>>,
     f: impl Fn(&[&[u8]], &mut [[u8; 32]]) + Sync,
 ) -> PyResult<Bound<'py, PyArray2<u8>>> {
-    let batch = batch::variable(data, offsets, "data")?;
+    let batch = convert::variable(data, offsets, "data")?;
     let slices = batch.slices();
     let mut out = vec![[0u8; 32]; slices.len()];
     let total: usize = slices.iter().map(|s| s.len()).sum();
@@ -86,7 +86,7 @@ pub fn mac_many<'py>(
     data: &Bound<'py, PyAny>,
     offsets: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyArray2<u8>>> {
-    let key = batch::array::<KEY_LEN>(key, &|| "key".into())?;
+    let key = convert::array::<KEY_LEN>(key, &|| "key".into())?;
     many(py, data, offsets, |msgs, out| hopgate_core::hash::mac_many(&key, msgs, out))
 }
 
@@ -101,7 +101,7 @@ pub fn blake3<'py>(
     threads: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyBytes>> {
     let threads = threads_arg(threads)?;
-    let src = batch::source(data, &|| "data".into())?;
+    let src = convert::source(data, &|| "data".into())?;
     let bytes = src.as_slice();
     // `bytes` borrows an immutable `bytes`, a read-only numpy view that `src` keeps
     // borrowed until we return, or a copy `src` owns: nothing can write to it while

@@ -6,7 +6,7 @@ use hopgate_macros::guarded;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
-use crate::batch::source;
+use crate::convert::{source, text_arg};
 use crate::errors::to_py;
 
 /// A parsed invocation (SPEC §2): one request bound to a chain's tail.
@@ -117,21 +117,4 @@ pub fn to_text(data: &Bound<'_, PyAny>) -> PyResult<String> {
 #[pyfunction]
 pub fn from_text<'py>(py: Python<'py>, text: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>> {
     Ok(PyBytes::new(py, &wire::from_text(&text_arg(text)?).map_err(to_py)?))
-}
-
-/// The text form as a `str`, or ASCII bytes (what an HTTP header gives), as the
-/// reference takes it. A lone surrogate becomes U+FFFD, which the decoder refuses
-/// as not base64url (`MalformedError`), like any other foreign character.
-pub fn text_arg(text: &Bound<'_, PyAny>) -> PyResult<String> {
-    if let Ok(s) = text.cast::<pyo3::types::PyString>() {
-        return Ok(s.to_string_lossy().into_owned());
-    }
-    if text.cast::<crate::chain::PyChain>().is_err() {
-        if let Ok(src) = source(text, &|| "text".into()) {
-            return String::from_utf8(src.as_slice().to_vec()).ok().filter(|s| s.is_ascii()).ok_or_else(|| {
-                to_py(hopgate_core::Error::Malformed { field: "text", offset: 0, reason: "not ASCII base64url" })
-            });
-        }
-    }
-    Err(crate::errors::input(format!("text: expected str, got {}", crate::batch::type_name(text))))
 }

@@ -7,7 +7,7 @@ use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
-use crate::batch::{self, source};
+use crate::convert::{self, source};
 use crate::errors::{input, to_py};
 
 /// An Ed25519 signing key (RFC 8032). It cannot be copied or pickled; its secret is
@@ -90,9 +90,9 @@ pub fn verify_batch<'py>(
     pks: &Bound<'py, PyAny>,
     offsets: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyArray1<bool>>> {
-    let msgs = batch::variable(msgs, offsets, "msgs")?;
-    let sigs = batch::fixed(sigs, sig::SIGNATURE_LEN, "sigs")?;
-    let pks = batch::fixed(pks, sig::PUBLIC_KEY_LEN, "pks")?;
+    let msgs = convert::variable(msgs, offsets, "msgs")?;
+    let sigs = convert::fixed(sigs, sig::SIGNATURE_LEN, "sigs")?;
+    let pks = convert::fixed(pks, sig::PUBLIC_KEY_LEN, "pks")?;
     if msgs.len() != sigs.len() || msgs.len() != pks.len() {
         return Err(input(format!(
             "msgs, sigs and pks must have the same length (got {}, {}, {})",

@@ -16,8 +16,9 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyDict};
 
-use crate::batch::array;
-use crate::chain::{u64_arg, PyChain};
+use crate::chain::PyChain;
+use crate::convert::array;
+use crate::convert::u64_arg;
 
 u64_arg!(max_accounts_arg, "max_accounts");
 u64_arg!(max_nonces_arg, "max_nonces");
@@ -72,7 +73,7 @@ impl PyLedger {
             Ok(usize::try_from(n).unwrap_or(usize::MAX))
         };
         let optional = |obj: Option<&Bound<'_, PyAny>>, name: &str| -> PyResult<Option<usize>> {
-            crate::chain::opt_int::<u64>(obj.filter(|o| !o.is_none()), name, crate::chain::U64)?
+            crate::convert::opt_int::<u64>(obj.filter(|o| !o.is_none()), name, crate::convert::U64)?
                 .map(|n| count(n, name))
                 .transpose()
         };
@@ -120,8 +121,8 @@ impl PyLedger {
     /// How many replay nonces are remembered at `now` (default: the clock).
     #[pyo3(signature = (now = None))]
     fn nonces(&self, now: Option<&Bound<'_, PyAny>>) -> PyResult<usize> {
-        let now = crate::chain::opt_int(now, "now", crate::chain::U64)?;
-        Ok(self.ledger.nonces_len(now.unwrap_or_else(crate::chain::unix_now)))
+        let now = crate::convert::opt_int(now, "now", crate::convert::U64)?;
+        Ok(self.ledger.nonces_len(now.unwrap_or_else(crate::convert::unix_now)))
     }
 
     /// A budget on `path`: a `Chain` (one account per link: its revocation id, capped

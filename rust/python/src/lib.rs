@@ -4,8 +4,8 @@
 //! around core work, and map core errors (errors.rs). Every rule lives in the core.
 
 mod audit;
-mod batch;
 mod chain;
+mod convert;
 mod errors;
 mod gate;
 mod hash;

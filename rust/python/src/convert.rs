@@ -1,4 +1,7 @@
-//! Batch inputs: a list of bytes-like objects, or one buffer plus Arrow-style offsets.
+//! Conversions from Python values to what the core takes: bytes-like objects, batches
+//! (a list of bytes-like objects, or one buffer plus Arrow-style offsets), fixed-size
+//! byte arrays and key sets, integers in range, and the text form. Every other module
+//! of the bindings uses these; this one uses none of them.
 //!
 //! Zero-copy rules (also in docs/FORMAT.md, "Buffers"): memory is borrowed, and read
 //! with the GIL released, only when Python cannot change it during the call:
@@ -24,15 +27,17 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyByteArray, PyBytes};
 
-use crate::chain::PyChain;
-use crate::errors::input;
+use crate::errors::{input, to_py};
+
+/// Reads the bytes an immutable object holds (see [`Source::Held`]).
+pub type HeldBytes<'py> = for<'a> fn(&'a Bound<'py, PyAny>) -> &'a [u8];
 
 /// One bytes-like object, borrowed or copied.
 pub enum Source<'py> {
     /// An immutable `bytes`.
     Bytes(Bound<'py, PyBytes>),
-    /// An immutable `Chain`.
-    Chain(Bound<'py, PyChain>),
+    /// An object that holds immutable bytes of its own (a `Chain`), read in place.
+    Held(Bound<'py, PyAny>, HeldBytes<'py>),
     /// A read-only numpy view.
     Array(PyReadonlyArray1<'py, u8>),
     /// A copy of writable memory.
@@ -44,7 +49,7 @@ impl Source<'_> {
     pub fn as_slice(&self) -> &[u8] {
         match self {
             Source::Bytes(b) => b.as_bytes(),
-            Source::Chain(c) => c.get().as_slice(),
+            Source::Held(obj, bytes) => bytes(obj),
             // `Array` is only built from C-contiguous arrays, so `as_slice` succeeds.
             Source::Array(a) => a.as_slice().unwrap_or(&[]),
             Source::Owned(v) => v,
@@ -92,14 +97,6 @@ fn not_contiguous(what: &dyn Fn() -> String) -> PyErr {
         "{}: the buffer is not C-contiguous (a strided view); pass numpy.ascontiguousarray(...) or bytes",
         what()
     ))
-}
-
-/// Reads a chain: a `Chain` object, or a bytes-like object; `what` names it in errors.
-pub fn chain_source<'py>(obj: &Bound<'py, PyAny>, what: &dyn Fn() -> String) -> PyResult<Source<'py>> {
-    match obj.cast::<PyChain>() {
-        Ok(c) => Ok(Source::Chain(c.clone())),
-        Err(_) => source(obj, what),
-    }
 }
 
 /// True iff `obj` exposes the buffer protocol (a single buffer, not a list of items).
@@ -183,8 +180,8 @@ impl Batch<'_> {
     }
 }
 
-/// How one item of a list is read: `source`, or `chain_source` for chains.
-type Read = for<'py> fn(&Bound<'py, PyAny>, &dyn Fn() -> String) -> PyResult<Source<'py>>;
+/// How one item of a list is read: [`source`], or `chain::chain_source` for chains.
+pub type Read = for<'py> fn(&Bound<'py, PyAny>, &dyn Fn() -> String) -> PyResult<Source<'py>>;
 
 fn items<'py>(obj: &Bound<'py, PyAny>, name: &str, read: Read) -> PyResult<Vec<Source<'py>>> {
     if is_buffer(obj)? {
@@ -206,12 +203,8 @@ pub fn variable<'py>(obj: &Bound<'py, PyAny>, offsets: Option<&Bound<'py, PyAny>
     variable_with(obj, offsets, name, source)
 }
 
-/// [`variable`] for chains: list items may also be `Chain` objects.
-pub fn chains<'py>(obj: &Bound<'py, PyAny>, offsets: Option<&Bound<'py, PyAny>>, name: &str) -> PyResult<Batch<'py>> {
-    variable_with(obj, offsets, name, chain_source)
-}
-
-fn variable_with<'py>(
+/// [`variable`] with list items read by `read`.
+pub fn variable_with<'py>(
     obj: &Bound<'py, PyAny>,
     offsets: Option<&Bound<'py, PyAny>>,
     name: &str,
@@ -322,4 +315,55 @@ pub fn array<const N: usize>(obj: &Bound<'_, PyAny>, what: &dyn Fn() -> String) 
     let src = source(obj, what)?;
     let bytes = src.as_slice();
     bytes.try_into().map_err(|_| input(format!("{}: must be {N} bytes, got {}", what(), bytes.len())))
+}
+
+/// An integer argument `name` as a `T`, else `InputError` saying the range.
+pub fn int<T: for<'a, 'py> FromPyObject<'a, 'py>>(obj: &Bound<'_, PyAny>, name: &str, range: &str) -> PyResult<T> {
+    obj.extract::<T>().map_err(|_| input(format!("{name}: expected an integer in {range}")))
+}
+
+/// [`int`] of an optional argument.
+pub fn opt_int<T: for<'a, 'py> FromPyObject<'a, 'py>>(
+    obj: Option<&Bound<'_, PyAny>>,
+    name: &str,
+    range: &str,
+) -> PyResult<Option<T>> {
+    obj.map(|o| int::<T>(o, name, range)).transpose()
+}
+
+/// The range of a u64, as errors say it.
+pub const U64: &str = "0..=2**64-1";
+/// The range of a u8.
+pub const U8: &str = "0..=255";
+
+/// Defines `fn $name(&Bound<PyAny>) -> PyResult<u64>` for `#[pyo3(from_py_with = ..)]`:
+/// an integer argument `$arg` in 0..=2**64-1, else `InputError` naming it (as the
+/// reference's `check_uint` does; PyO3's own u64 conversion would raise OverflowError).
+macro_rules! u64_arg {
+    ($name:ident, $arg:literal) => {
+        pub(crate) fn $name(obj: &Bound<'_, PyAny>) -> PyResult<u64> {
+            crate::convert::int(obj, $arg, crate::convert::U64)
+        }
+    };
+}
+pub(crate) use u64_arg;
+
+/// The current unix time in seconds (0 before 1970).
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// The text form as a `str`, or ASCII bytes (what an HTTP header gives), as the
+/// reference takes it. A lone surrogate becomes U+FFFD, which the decoder refuses
+/// as not base64url (`MalformedError`), like any other foreign character.
+pub fn text_arg(text: &Bound<'_, PyAny>) -> PyResult<String> {
+    if let Ok(s) = text.cast::<pyo3::types::PyString>() {
+        return Ok(s.to_string_lossy().into_owned());
+    }
+    if let Ok(src) = source(text, &|| "text".into()) {
+        return String::from_utf8(src.as_slice().to_vec()).ok().filter(|s| s.is_ascii()).ok_or_else(|| {
+            to_py(hopgate_core::Error::Malformed { field: "text", offset: 0, reason: "not ASCII base64url" })
+        });
+    }
+    Err(input(format!("text: expected str, got {}", type_name(text))))
 }
