@@ -16,7 +16,7 @@ stops at its deadline, finishing the batch or round in hand.
   Reservations are settled identically on all three (commit of part or all, release,
   overrun, forfeit by ``del`` or ``with``, held across batches, a second settlement
   that must raise ``AffineError``). An independent model of steps 16-17 and of the
-  ledger, written from docs/FORMAT.md (per-root nonces kept for the ledger's
+  ledger, written from docs/SPEC.md §5 (per-root nonces kept for the ledger's
   retention, per-root horizons and quotas, account expiry, root quota and horizon),
   decides every request that reaches step 16 as well, and every ledger must hold
   exactly the model's accounts. Requests come from ``_soak_world``: valid chains of
@@ -164,7 +164,7 @@ class DiffStats:
 
 
 # ---------------------------------------------------------------------------
-# An independent model of the ledger (SPEC §5) and of the nonce set (SPEC §6)
+# An independent model of the ledger (SPEC §5) and of the nonce set (SPEC §5.5)
 # ---------------------------------------------------------------------------
 
 
@@ -174,8 +174,8 @@ PathEntry = tuple[bytes, int, int]  # account id (revocation id), cap (budget), 
 
 
 class Model:
-    """Steps 16 and 17 and the ledger, as docs/FORMAT.md describes them ("Gate and
-    ledger, as built" and "Limits"), written again from that text: per-root nonces
+    """Steps 16 and 17 and the ledger, as docs/SPEC.md describes them (§5, §6 and
+    §8), written again from that text: per-root nonces
     remembered by timestamp for the ledger's retention (the longest window of its
     gates), each root with its horizon and quota; accounts with their caps, expiry,
     root and horizon. Every request that reaches step 16 is decided here too, and
@@ -306,7 +306,7 @@ class Model:
         for rid, _, _ in path:
             acc = self.accounts[rid]
             acc[2] -= amount
-            # u64 counters that saturate (docs/FORMAT.md, "settle").
+            # u64 counters that saturate (SPEC §8.3).
             acc[1] = min(acc[1] + charged, U64_MAX)
             acc[3] = min(acc[3] + max(0, charged - amount), U64_MAX)
 

@@ -1,4 +1,4 @@
-"""The audit log (issue 4): receipts, every single-byte change found at its record,
+"""The audit log: receipts, every single-byte change found at its record,
 torn tails repaired on open, a writer killed with SIGKILL at random points, the
 gate's records, the CLI, and native == reference byte for byte."""
 

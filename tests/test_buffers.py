@@ -3,7 +3,8 @@ exception or the same result from both implementations; memory mutated by
 another thread during a call, batches of a million items and chains at the
 64 KiB limit give defined results, never a crash or a read out of bounds.
 
-The zero-copy guarantees these tests pin are written down in docs/FORMAT.md §7.
+The inputs accepted are those of docs/SPEC.md §7.3; the zero-copy guarantees these
+tests pin are written down in docs/FORMAT.md §2.
 """
 
 from __future__ import annotations

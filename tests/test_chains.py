@@ -466,3 +466,24 @@ def test_text_form_round_trips_and_is_strict(impl: ModuleType) -> None:
     for bad in ("AA==", "A", "AB", "-_9", "AA A", "AA+A", "AA/A"):  # padding, length, leftover bits, alphabet
         with pytest.raises(hopgate.MalformedError):
             impl.from_text(bad)
+
+
+@pytest.mark.parametrize("bad", ["", "x" * 256, "a\0b", "\ud800", "é" * 128])
+def test_builders_refuse_bad_names_with_input_error(impl: ModuleType, bad: str) -> None:
+    # One exception class for a bad argument in every builder, both implementations.
+    k = impl_keys(impl)
+    c = grant(impl, k)
+    attempts = [
+        lambda: impl.Chain.grant(k[0], k[1].public_key, [(bad, "read")], budget=1, unit="u", not_before=0,
+                                 not_after=10, max_depth=0),
+        lambda: impl.Chain.grant(k[0], k[1].public_key, [("files/*", bad)], budget=1, unit="u", not_before=0,
+                                 not_after=10, max_depth=0),
+        lambda: impl.Chain.grant(k[0], k[1].public_key, [("files/*", "read")], budget=1, unit=bad, not_before=0,
+                                 not_after=10, max_depth=0),
+        lambda: c.delegate(k[1], k[2].public_key, unit=bad),
+        lambda: c.invoke(k[1], bad, "files/x", 1),
+        lambda: c.invoke(k[1], "read", bad, 1),
+    ]
+    for attempt in attempts:
+        with pytest.raises(hopgate.InputError):
+            attempt()

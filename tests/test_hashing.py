@@ -1,4 +1,4 @@
-"""Hashing (issue 4): blake3_many, sha256_many, mac_many, blake3, hash_backend.
+"""Hashing: blake3_many, sha256_many, mac_many, blake3, hash_backend.
 
 Known answers are BLAKE3's official test vectors (tests/vectors/blake3.json, from
 BLAKE3-team/BLAKE3 test_vectors/test_vectors.json); everything else is checked

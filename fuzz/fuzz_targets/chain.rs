@@ -71,7 +71,7 @@ fn check_parsed(bytes: &[u8], chain: &Chain<'_>) {
             (0, Anchor::Grant { issuer, session_id }) => {
                 assert_eq!(link.issuer(), Some(issuer));
                 let core = wire::encode_grant_body(issuer, session_id, &f);
-                assert_eq!(core, encode_grant_raw(issuer, session_id, &f), "core encoder != FORMAT.md");
+                assert_eq!(core, encode_grant_raw(issuer, session_id, &f), "core encoder != docs/SPEC.md §2");
                 core
             }
             (i, Anchor::Delegation { prev_sig }) if i > 0 => {

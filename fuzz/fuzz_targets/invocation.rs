@@ -20,7 +20,7 @@ use hopgate_core::Code;
 use hopgate_fuzz::*;
 use libfuzzer_sys::fuzz_target;
 
-/// Largest valid invocation (FORMAT.md §2.7).
+/// Largest valid invocation (SPEC §2.7).
 const MAX_INVOCATION: usize = 712;
 
 fuzz_target!(|data: &[u8]| {

@@ -1,7 +1,7 @@
 """What audit logs answer, shared by the native log and the reference log.
 
 The file format, the torn-tail rule and the receipts are described in
-``docs/FORMAT.md`` ("Audit log") and in the core's ``audit`` module.
+``docs/SPEC.md`` §9 and in the core's ``audit`` module.
 """
 
 from __future__ import annotations

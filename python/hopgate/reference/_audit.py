@@ -4,7 +4,7 @@ the same reports and the same torn-tail rule as the native log.
 File: a 32-byte header (``"HGA1"``, version 1, 11 zero bytes, a 16-byte key id)
 then one frame per record: ``body_len u32 LE | body | chain (32) | tag (32)``, with
 ``chain_i = BLAKE3(chain_{i-1} | BLAKE3(body_i))`` from ``chain_-1 = BLAKE3(header)``
-and ``tag_i = BLAKE3-keyed(key, "HGR1" | i u64 LE | chain_i)``. See docs/FORMAT.md.
+and ``tag_i = BLAKE3-keyed(key, "HGR1" | i u64 LE | chain_i)``. See SPEC §9.
 """
 
 from __future__ import annotations
@@ -327,7 +327,7 @@ class AuditLog:
                 os.fsync(self._file.fileno())
 
     def _keep(self, ring: list[_Frame], before: bytes, zero_from: int, records: int) -> tuple[int, int, bytes]:
-        """What stays: the same rule as the native log (see docs/FORMAT.md)."""
+        """What stays: the same rule as the native log (SPEC §9.4, torn tail)."""
         if not ring:
             return 0, HEADER_LEN, self._head
         last = ring[-1]

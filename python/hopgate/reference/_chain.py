@@ -7,9 +7,9 @@ reports the first failure, and the refusals of ``grant``/``delegate``/``invoke``
 
 Builders check in this order and build nothing when they refuse:
 
-1. argument shapes (wrong types and key lengths: ``InputError``; strings,
-   capability counts, time order: ``MalformedError``; more than 16 links or
-   more than 65,536 bytes: ``DelegationError(code=MALFORMED)``);
+1. argument shapes (wrong types, key lengths, strings, capability counts, time
+   order: ``InputError``, as natively; more than 16 links or more than 65,536
+   bytes: ``DelegationError(code=MALFORMED)``);
 2. the signing key must be the current holder (``BAD_SIGNATURE``);
 3. attenuation, in SPEC order (delegate), or scope and cost (invoke).
 """

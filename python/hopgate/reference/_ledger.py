@@ -16,7 +16,7 @@ pickled, a ``Reservation`` is settled (committed, released or forfeited) exactly
 once, and a ``Budget`` that delegated is replaced by the fresh handle that
 ``delegate`` returned. Any second use raises ``AffineError``.
 
-Decisions this module makes where SPEC §5 is silent:
+Rules of SPEC §5.1 and §5.2 that this module implements:
 
 * An account is opened by the first reservation on it that succeeds, with the
   cap its path names (``Ledger.budget`` and ``Budget.delegate`` open nothing),
@@ -31,7 +31,7 @@ so every chain under one grant shares it. Each account remembers the root of the
 path that opened it, and replay nonces are kept per root, so that one grant's
 traffic cannot crowd out what every other grant needs.
 
-Limits (the same rules as the core's ``ledger::Limits``, docs/FORMAT.md "Limits"):
+Limits (the same rules as the core's ``ledger::Limits``, SPEC §5.5, §5.6 and §8):
 
 * At most ``max_accounts`` accounts, and at most ``max_accounts_per_root`` opened
   with one root (default: a tenth of ``max_accounts``, at least 1). When a
@@ -708,7 +708,7 @@ class Reservation(_Affine):
             self._settle_locked()
             for state in self._accounts:
                 state.reserved -= self._amount
-                # u64 counters, saturating as the core's do (docs/FORMAT.md).
+                # u64 counters, saturating as the core's do (SPEC §8.3).
                 state.spent = min(state.spent + charged, U64_MAX)
                 state.overrun = min(state.overrun + excess, U64_MAX)
         self._write(Settlement.COMMIT, charged)

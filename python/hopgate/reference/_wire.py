@@ -181,13 +181,11 @@ def check_str(value: object, field: str) -> bytes:
         encoded = value.encode("utf-8")
     except UnicodeEncodeError:
         # Lone surrogates are the only Python strings UTF-8 cannot encode.
-        raise MalformedError(f"{field}: not encodable as UTF-8", field) from None
+        raise InputError(f"{field}: not encodable as UTF-8") from None
     if not 1 <= len(encoded) <= MAX_STR_LEN:
-        raise MalformedError(
-            f"{field}: {len(encoded)} bytes of UTF-8, must be 1..={MAX_STR_LEN}", field
-        )
+        raise InputError(f"{field}: {len(encoded)} bytes of UTF-8, must be 1..={MAX_STR_LEN}")
     if b"\x00" in encoded:
-        raise MalformedError(f"{field}: contains NUL", field)
+        raise InputError(f"{field}: contains NUL")
     return encoded
 
 
@@ -199,7 +197,7 @@ def normalize_caps(caps: object) -> Tuple[Cap, ...]:
         )
     items = list(caps)
     if not 1 <= len(items) <= MAX_CAPS:
-        raise MalformedError(f"caps: {len(items)} capabilities, must be 1..={MAX_CAPS}", "ncap")
+        raise InputError(f"caps: {len(items)} capabilities, must be 1..={MAX_CAPS}")
     result = []
     for i, item in enumerate(items):
         if not isinstance(item, (tuple, list)) or len(item) != 2:
@@ -272,9 +270,7 @@ def encode_link_body(
     start = check_uint(not_before, 64, "not_before")
     end = check_uint(not_after, 64, "not_after")
     if start >= end:
-        raise MalformedError(
-            f"not_before ({start}) must be earlier than not_after ({end})", "not_after"
-        )
+        raise InputError(f"not_before: {start} must be earlier than not_after ({end})")
     out += _u64(start) + _u64(end)
     out += _u8(check_uint(max_depth, 8, "max_depth"))
     out += _u64(check_uint(budget, 64, "budget"))

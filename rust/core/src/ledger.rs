@@ -1,5 +1,5 @@
 //! The affine budget ledger (SPEC §5) and the replay-nonce set that gates sharing a
-//! ledger share (SPEC §6).
+//! ledger share (SPEC §5.5).
 //!
 //! Every link of a chain is an account, keyed by its revocation id, capped by the
 //! link's budget. Spending through a chain reserves on **every** account of its path
@@ -69,7 +69,7 @@ pub struct Overrun {
     pub actual: u64,
 }
 
-/// Default of [`Limits::max_accounts`]: about 250 MB at most (docs/FORMAT.md, "Limits").
+/// Default of [`Limits::max_accounts`]: about 250 MB at most (docs/FORMAT.md §3).
 pub const DEFAULT_MAX_ACCOUNTS: usize = 1_000_000;
 /// Default of [`Limits::max_nonces`]: about 80 MB at most.
 pub const DEFAULT_MAX_NONCES: usize = 1_000_000;
@@ -614,7 +614,7 @@ impl Ledger {
         })
     }
 
-    /// Replay check and reservation as one step (SPEC §6 steps 16 and 17): `nonce`,
+    /// Replay check and reservation as one step (SPEC §5.7, codes 16 and 17): `nonce`,
     /// dated `timestamp`, must be unused under the path's root at `now`; then
     /// `amount` is reserved on `path`; only when both succeed is the nonce remembered
     /// (for the ledger's retention, [`Ledger::retain`]). Two requests with one nonce

@@ -37,8 +37,9 @@ fn opt_array<const N: usize>(obj: Option<&Bound<'_, PyAny>>, name: &'static str)
 }
 
 fn caps(obj: &Bound<'_, PyAny>) -> PyResult<Vec<(String, String)>> {
-    obj.extract::<Vec<(String, String)>>()
-        .map_err(|_| input("caps: expected a list of (resource, ability) string pairs"))
+    let pairs: Vec<(Bound<'_, PyAny>, Bound<'_, PyAny>)> =
+        obj.extract().map_err(|_| input("caps: expected a list of (resource, ability) string pairs"))?;
+    pairs.iter().map(|(r, a)| Ok((convert::text(r, "resource")?, convert::text(a, "ability")?))).collect()
 }
 
 #[guarded]
@@ -55,7 +56,7 @@ impl PyChain {
         holder_pk: &Bound<'_, PyAny>,
         caps: &Bound<'_, PyAny>,
         budget: &Bound<'_, PyAny>,
-        unit: String,
+        unit: &Bound<'_, PyAny>,
         not_before: &Bound<'_, PyAny>,
         not_after: &Bound<'_, PyAny>,
         max_depth: &Bound<'_, PyAny>,
@@ -69,7 +70,7 @@ impl PyChain {
             not_after: int(not_after, "not_after", U64)?,
             max_depth: int(max_depth, "max_depth", U8)?,
             budget: int(budget, "budget", U64)?,
-            unit,
+            unit: convert::text(unit, "unit")?,
             nonce: opt_array::<16>(nonce, "nonce")?.unwrap_or_else(chain::random_nonce),
             caps: self::caps(caps)?,
             meta_digest: opt_array::<32>(meta_digest, "meta_digest")?.unwrap_or([0; 32]),
@@ -91,7 +92,7 @@ impl PyChain {
         next_pk: &Bound<'_, PyAny>,
         caps: Option<&Bound<'_, PyAny>>,
         budget: Option<&Bound<'_, PyAny>>,
-        unit: Option<String>,
+        unit: Option<&Bound<'_, PyAny>>,
         not_before: Option<&Bound<'_, PyAny>>,
         not_after: Option<&Bound<'_, PyAny>>,
         max_depth: Option<&Bound<'_, PyAny>>,
@@ -102,7 +103,7 @@ impl PyChain {
         let d = Delegation {
             caps: caps.map(self::caps).transpose()?,
             budget: opt_int(budget, "budget", U64)?,
-            unit,
+            unit: unit.map(|u| convert::text(u, "unit")).transpose()?,
             not_before: opt_int(not_before, "not_before", U64)?,
             not_after: opt_int(not_after, "not_after", U64)?,
             max_depth: opt_int(max_depth, "max_depth", U8)?,
@@ -121,17 +122,18 @@ impl PyChain {
         &self,
         py: Python<'py>,
         holder_sk: &Bound<'_, PySigningKey>,
-        ability: &str,
-        resource: &str,
+        ability: &Bound<'_, PyAny>,
+        resource: &Bound<'_, PyAny>,
         cost: &Bound<'_, PyAny>,
         nonce: Option<&Bound<'_, PyAny>>,
         timestamp: Option<&Bound<'_, PyAny>>,
         payload: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Bound<'py, PyBytes>> {
         let payload = payload.map(|p| source(p, &|| "payload".into())).transpose()?;
+        let (ability, resource) = (convert::text(ability, "ability")?, convert::text(resource, "resource")?);
         let req = Request {
-            ability,
-            resource,
+            ability: &ability,
+            resource: &resource,
             cost: int(cost, "cost", U64)?,
             timestamp: opt_int(timestamp, "timestamp", U64)?.unwrap_or_else(unix_now),
             nonce: opt_array::<16>(nonce, "nonce")?,

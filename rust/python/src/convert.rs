@@ -3,7 +3,7 @@
 //! byte arrays and key sets, integers in range, and the text form. Every other module
 //! of the bindings uses these; this one uses none of them.
 //!
-//! Zero-copy rules (also in docs/FORMAT.md, "Buffers"): memory is borrowed, and read
+//! Zero-copy rules (also in docs/FORMAT.md §2): memory is borrowed, and read
 //! with the GIL released, only when Python cannot change it during the call:
 //! `bytes` objects (immutable), `hopgate.Chain` objects (immutable), and numpy arrays
 //! or other buffers whose `writeable` flag is off (a read-only view is the caller's
@@ -347,6 +347,15 @@ macro_rules! u64_arg {
     };
 }
 pub(crate) use u64_arg;
+
+/// A `str` argument `name` as UTF-8, else `InputError` (a lone surrogate cannot be
+/// encoded; PyO3's own conversion would raise `UnicodeEncodeError`).
+pub fn text(obj: &Bound<'_, PyAny>, name: &str) -> PyResult<String> {
+    match obj.cast::<pyo3::types::PyString>() {
+        Ok(s) => s.extract::<String>().map_err(|_| input(format!("{name}: not encodable as UTF-8"))),
+        Err(_) => Err(input(format!("{name}: expected str, got {}", type_name(obj)))),
+    }
+}
 
 /// The current unix time in seconds (0 before 1970).
 pub fn unix_now() -> u64 {

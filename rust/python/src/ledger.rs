@@ -54,7 +54,7 @@ impl PyLedger {
     /// most `max_nonces` replay nonces, of which one root (the first link of a
     /// chain) may hold at most `max_accounts_per_root` accounts (default: a tenth of
     /// `max_accounts`, at least 1) and `max_nonces_per_root` nonces (default:
-    /// `max_nonces`). Every limit is at least 1 (FORMAT.md, "Limits").
+    /// `max_nonces`). Every limit is at least 1 (SPEC §6.9).
     #[new]
     // Literals, so that the text signature (and stubtest) shows them; a test checks
     // they equal the core's DEFAULT_MAX_ACCOUNTS and DEFAULT_MAX_NONCES.
