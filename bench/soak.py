@@ -185,7 +185,7 @@ class Model:
                  max_nonces_per_root: Optional[int], retention: int) -> None:
         self.max_accounts = max_accounts
         self.max_nonces = max_nonces
-        self.max_accounts_per_root = max(1, max_accounts // 10) if max_accounts_per_root is None \
+        self.max_accounts_per_root = max(max_accounts // 10, min(max_accounts, 16)) if max_accounts_per_root is None \
             else max_accounts_per_root
         self.max_nonces_per_root = max_nonces if max_nonces_per_root is None else max_nonces_per_root
         self.retention = retention

@@ -83,6 +83,8 @@ def headers(chain: Any, cost: int = 5, body: bytes = b"", resource: str = "api/o
 async def orders(request: Request) -> Response:
     body = await request.body()
     state: GateState = request.state.hopgate
+    if "x-cost-first" in request.headers:
+        state.cost = int(request.headers["x-cost-first"])
     if "x-boom" in request.headers:
         raise RuntimeError("the tool failed")
     if "x-status" in request.headers:
@@ -632,11 +634,14 @@ def test_attack_disconnect_after_response_start(impl: ModuleType) -> None:
     assert run(waits_then_returns, Wire(path=STREAM)) == released
     assert run(waits_then_starts, Wire(path=STREAM), cancel_after=0.05) == released
 
+    # The application did its work and started answering, but the client was gone by
+    # then (the start raises): charged like a client that leaves after the start, the
+    # same on every server whether it raises or drops the send.
     class GoneAtStart(Wire):
         async def send(self, message: Any) -> None:
             raise OSError("the client went away")
 
-    assert run(starlette, GoneAtStart(path=STREAM, spec_version="2.4")) == released
+    assert run(starlette, GoneAtStart(path=STREAM, spec_version="2.4")) == spent
 
     # The application failing mid-stream while its client is still there: released.
     async def fails_mid_stream(scope: Any, receive: Any, send: Any) -> None:
@@ -682,6 +687,24 @@ def test_precheck_failures_never_read_the_body(impl: ModuleType, case: str) -> N
     assert (wire.status, wire.json["code"]) == (STATUS[expected], int(expected))
     assert [name for name, _, _ in spy.calls] == ["precheck"]  # no audit log: precheck's word stands
     assert settled(gate, chain) == [(0, 0), (0, 0)]
+
+
+def test_attack_replayed_headers_never_get_their_body_read(impl: ModuleType) -> None:
+    # Captured headers replayed within the skew: refused before a byte of the body is read.
+    gate = impl.Gate([ISSUER.public_key])
+    chain = make_chain()
+    body = b"x" * 1000
+    invocation = chain.invoke(B, "call", "api/orders", 5, payload=body)
+    h = headers(chain, invocation=invocation, extra={"Content-Length": str(len(body))})
+    first = Wire(headers=h, chunks=[(body, False)]).run(make_app(gate))
+    assert first.status == 200
+
+    def never() -> Iterator[tuple[bytes, bool]]:
+        raise AssertionError("the body was read")
+        yield b"", False
+
+    again = Wire(headers=h, chunks=never()).run(GateMiddleware(unreachable("app"), gate=gate, require=ROUTES))
+    assert (again.status, again.json["name"]) == (409, "REPLAY")
 
 
 def test_precheck_failure_with_an_audit_log_is_audited(impl: ModuleType, tmp_path: Any) -> None:
@@ -942,6 +965,15 @@ def test_server_error_releases_and_success_commits(gate: Any, threaded: bool) ->
     assert settled(gate, chain) == [(2 * PRICE, 0), (2 * PRICE, 0)]
 
 
+def test_attack_work_made_free_by_a_failure_after_it(gate: Any) -> None:
+    # The application did costly work and said so (state.cost), then failed or
+    # answered 5xx: what it said was spent is committed, not released.
+    chain, app = make_chain(), make_app(gate)
+    assert call(app, headers=headers(chain, cost=6, extra={"x-cost-first": "5", "x-boom": "1"})).status_code == 500
+    assert call(app, headers=headers(chain, cost=6, extra={"x-cost-first": "4", "x-status": "503"})).status_code == 503
+    assert settled(gate, chain) == [(9, 0), (9, 0)]
+
+
 def test_app_may_settle_the_reservation_itself(gate: Any) -> None:
     chain = make_chain()
     r = call(make_app(gate), headers=headers(chain, cost=6, extra={"x-release": "1"}))
@@ -1010,7 +1042,7 @@ def test_receipt_header_with_an_audit_log(impl: ModuleType, tmp_path: Any) -> No
         assert record.code is Code.OK
 
 
-def test_non_http_scopes_pass_through(gate: Any) -> None:
+def test_lifespan_passes_through(gate: Any) -> None:
     seen: list[str] = []
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
@@ -1023,9 +1055,36 @@ def test_non_http_scopes_pass_through(gate: Any) -> None:
         raise AssertionError("the middleware must not answer")
 
     middleware = GateMiddleware(app, gate=gate, require=ROUTES)
-    for kind in ("lifespan", "websocket"):
-        asyncio.run(middleware({"type": kind, "path": PATH, "headers": []}, never, discard))
-    assert seen == ["lifespan", "websocket"]
+    asyncio.run(middleware({"type": "lifespan"}, never, discard))
+    assert seen == ["lifespan"]
+
+
+def test_attack_websocket_bypasses_the_gate(gate: Any) -> None:
+    # A websocket carries no invocation: on a gated path it is closed before it is
+    # accepted, never handed to the application; on an exempt path it passes.
+    seen: list[str] = []
+    sent: list[Any] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        seen.append(scope["path"])
+
+    async def never() -> Any:
+        raise AssertionError("the middleware must not read")
+
+    async def record(message: Any) -> None:
+        sent.append(message)
+
+    middleware = GateMiddleware(app, gate=gate, require=ROUTES, exempt_paths=["/ws-open"])
+    asyncio.run(middleware({"type": "websocket", "path": PATH, "headers": []}, never, record))
+    assert seen == [] and sent == [{"type": "websocket.close", "code": 1008, "reason": "not gated by hopgate"}]
+    asyncio.run(middleware({"type": "websocket", "path": "/ws-open", "headers": []}, never, record))
+    assert seen == ["/ws-open"] and len(sent) == 1
+
+
+def test_audience_is_a_whole_segment(gate: Any) -> None:
+    with pytest.raises(ValueError, match="must end with '/'"):
+        GateMiddleware(make_app(gate), gate=gate, require={("POST", "/a"): ("call", "billing-admin/x", 1)},
+                       audience="billing")
 
 
 def test_exempt_path_in_process(gate: Any) -> None:

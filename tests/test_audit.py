@@ -23,7 +23,7 @@ import hopgate
 import hopgate.reference as ref
 from hopgate import AuditError, Code, GateRecord, InputError
 
-from craft import NOW
+from craft import NOW, L, build, invocation
 from test_gate import ISSUER, chain3, inv
 
 KEY = bytes(range(32))
@@ -352,14 +352,40 @@ def test_settlement_records_sum_to_the_ledger(impl: ModuleType, tmp_path: pathli
 
     log.close()
     report = hopgate.audit_verify(path, key=KEY)
-    data = path.read_bytes()[: report.bytes]
-    per_account = spending(log_records(data))
+    with open(path, "rb") as f:
+        summary = spending(log_records(f, report.bytes))
+    assert summary.unreadable == 0
     for account_id, state in g.ledger.accounts().items():
-        assert per_account[account_id].spent == state.spent
-        assert per_account[account_id].overrun == state.overrun
+        assert summary.accounts[account_id].spent == state.spent
+        assert summary.accounts[account_id].overrun == state.overrun
 
 
-def test_unvouched_refusals_are_not_synced_one_by_one(impl: ModuleType, tmp_path: pathlib.Path) -> None:
+def test_spending_skips_other_applications_records(tmp_path: pathlib.Path) -> None:
+    # AuditLog.append takes any bytes: a record starting with "S" is not a settlement.
+    from hopgate._audit import log_records, spending
+
+    path = tmp_path / "gate.log"
+    c = chain3()
+    with hopgate.AuditLog(path, key=KEY) as log:
+        log.append(b"Started nightly job")
+        g = hopgate.Gate([ISSUER.public_key], audit=log)
+        held = g.check(c, inv(c, cost=5), now=NOW).reservation
+        assert held is not None
+        held.commit(3)
+        log.append(b"S")
+    report = hopgate.audit_verify(path, key=KEY)
+    with open(path, "rb") as f:
+        summary = spending(log_records(f, report.bytes))
+    assert summary.unreadable == 2
+    assert {a: s.spent for a, s in summary.accounts.items()} == dict.fromkeys(c.revocation_ids, 3)
+    key_file = tmp_path / "key"
+    key_file.write_text(f"hopgate-audit-key-v1:{KEY.hex()}\n")
+    key_file.chmod(0o600)
+    out = run_cli("audit", "spending", str(path), "--key-file", str(key_file))
+    assert out.returncode == 0 and "2 records start like a settlement" in out.stdout, out.stderr
+
+
+def test_attack_refusals_are_not_synced_one_by_one(impl: ModuleType, tmp_path: pathlib.Path) -> None:
     log = impl.AuditLog(tmp_path / "gate.log", key=KEY, fsync=True)
     g = impl.Gate([ISSUER.public_key], audit=log)
     stranger = impl.SigningKey.from_seed(bytes([99]) * 32)
@@ -371,9 +397,25 @@ def test_unvouched_refusals_are_not_synced_one_by_one(impl: ModuleType, tmp_path
         assert log.unsynced
     assert g.check(c, b"garbage", now=NOW).code is Code.MALFORMED
     assert log.unsynced
+    # The trusted issuer's key is public: a link 0 naming it, signed by anyone else.
+    forged = build([L(signer=stranger, holder=stranger.public_key, issuer=ISSUER.public_key)])
+    forged_inv = invocation(stranger, forged.sigs[-1])
+    for _ in range(3):
+        assert g.check(forged.data, forged_inv, now=NOW).code is Code.BAD_SIGNATURE
+        assert log.unsynced
     d = g.check(c, inv(c), now=NOW)
-    assert d.allowed and not log.unsynced, "an authenticated decision syncs everything before it"
+    assert d.allowed and not log.unsynced, "an allowed decision syncs everything before it"
     d.reservation.release()
+    assert not log.unsynced, "a settlement record is synced"
+    # A captured request replayed (no key needed): refused, and not synced alone.
+    captured = inv(c, nonce=b"r" * 16)
+    first = g.check(c, captured, now=NOW)
+    assert first.allowed and first.reservation is not None
+    first.reservation.release()
+    assert not log.unsynced
+    for _ in range(3):
+        assert g.check(c, captured, now=NOW).code is Code.REPLAY
+        assert log.unsynced
     log.close()
 
 

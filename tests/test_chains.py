@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import struct
 from types import ModuleType
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pytest
@@ -473,7 +473,7 @@ def test_builders_refuse_bad_names_with_input_error(impl: ModuleType, bad: str) 
     # One exception class for a bad argument in every builder, both implementations.
     k = impl_keys(impl)
     c = grant(impl, k)
-    attempts = [
+    attempts: list[Callable[[], object]] = [
         lambda: impl.Chain.grant(k[0], k[1].public_key, [(bad, "read")], budget=1, unit="u", not_before=0,
                                  not_after=10, max_depth=0),
         lambda: impl.Chain.grant(k[0], k[1].public_key, [("files/*", bad)], budget=1, unit="u", not_before=0,

@@ -1,19 +1,23 @@
-"""The ``hopgate`` command line: keygen, grant, delegate, invoke, verify, bench.
+"""The ``hopgate`` command line: keygen, grant, delegate, invoke, verify, bench, the manual.
 
 Most cases call ``hopgate.cli.main`` in-process (fast, with capsys); the round trip,
-stdin and the entry point itself run ``python -m hopgate`` in a subprocess.
+stdin, the manual's examples and the entry point itself run ``python -m hopgate`` in a
+subprocess.
 """
 
 from __future__ import annotations
 
 import base64
 import datetime
+import importlib.metadata
 import json
 import os
 import pathlib
+import shlex
 import stat
 import subprocess
 import sys
+import textwrap
 import time
 from typing import Optional
 
@@ -450,23 +454,94 @@ def test_verify_ok_and_a_request_at_a_fresh_gate(world: World, capsys: pytest.Ca
 def test_verify_request_failures(world: World, capsys: pytest.CaptureFixture[str]) -> None:
     chain = world.delegate()
     stale = world.invoke(chain, "stale", NOW - 31)
-    assert main(world.verify(chain, "--invocation", stale)) == 15
-    assert capsys.readouterr().out == f"{chain}: STALE_INVOCATION (the invocation timestamp is outside the allowed clock skew)\n"
+    assert main(world.verify(chain, "--invocation", stale)) == 1
+    assert capsys.readouterr().out == (
+        f"{chain}: STALE_INVOCATION (code 15): the invocation timestamp is outside the allowed clock skew\n"
+    )
     assert main(world.verify(chain, "--invocation", stale, "--skew", "31")) == 0
     capsys.readouterr()
 
     other = world.delegate("other.chain")  # same links but a fresh nonce: another tail signature
     inv = world.invoke(other)
-    assert main(world.verify(chain, "--invocation", inv)) == 4
-    assert capsys.readouterr().out == f"{chain}: BROKEN_LINK ({hopgate.REASONS[Code.BROKEN_LINK]})\n"
+    assert main(world.verify(chain, "--invocation", inv)) == 1
+    assert capsys.readouterr().out == f"{chain}: BROKEN_LINK (code 4): {hopgate.REASONS[Code.BROKEN_LINK]}\n"
 
     garbage = world.dir / "garbage.inv"
     garbage.write_text("not*base64\n")
     assert main(world.verify(chain, "--invocation", str(garbage))) == 1
-    assert capsys.readouterr().out == f"{chain}: MALFORMED ({hopgate.REASONS[Code.MALFORMED]})\n"
+    assert capsys.readouterr().out == f"{chain}: MALFORMED (code 1): {hopgate.REASONS[Code.MALFORMED]}\n"
 
     assert main(world.verify(chain, chain, "--invocation", inv)) == 2
     assert capsys.readouterr() == ("", "hopgate: error: --invocation decides one request: give one chain, not 2\n")
+
+
+def test_verify_binds_the_payload(world: World, capsys: pytest.CaptureFixture[str]) -> None:
+    chain = world.delegate()
+    body = world.dir / "body.json"
+    body.write_bytes(b'{"order": 42}')
+    inv = world.invoke(chain, "inv", NOW, "--payload-file", str(body))
+    assert main(world.verify(chain, "--invocation", inv, "--payload", str(body))) == 0
+    assert capsys.readouterr() == (f"{chain}: OK\n", "")
+
+    other = world.dir / "other.json"
+    other.write_bytes(b'{"order": 43}')
+    assert main(world.verify(chain, "--invocation", inv, "--payload", str(other))) == 1
+    assert capsys.readouterr() == (f"{chain}: BAD_SIGNATURE (code 3): {hopgate.REASONS[Code.BAD_SIGNATURE]}\n", "")
+    empty = world.dir / "empty"
+    empty.write_bytes(b"")
+    assert main(world.verify(chain, "--invocation", inv, "--payload", str(empty), "--json")) == 1
+    assert json.loads(capsys.readouterr().out)["name"] == "BAD_SIGNATURE"
+    # Without --payload the body is not checked: the same invocation is allowed.
+    assert main(world.verify(chain, "--invocation", inv)) == 0
+    capsys.readouterr()
+
+    # From stdin (stdin named twice: test_attack_stdin_read_twice), and from a missing file.
+    trusted = ["--trusted", world.alice.public_key.hex(), "--now", str(NOW)]
+    done = run_cli("verify", chain, *trusted, "--invocation", inv, "--payload", "-", input=b'{"order": 42}')
+    assert (done.returncode, done.stdout, done.stderr) == (0, f"{chain}: OK\n".encode(), b"")
+    done = run_cli("verify", chain, *trusted, "--invocation", inv, "--payload", "-", input=b'{"order": 4}')
+    assert (done.returncode, done.stdout) == (1, f"{chain}: BAD_SIGNATURE (code 3): {hopgate.REASONS[Code.BAD_SIGNATURE]}\n".encode())
+    missing = world.p("missing.json")
+    assert main(world.verify(chain, "--invocation", inv, "--payload", missing)) == 2
+    assert capsys.readouterr() == ("", f"hopgate: error: {missing}: No such file or directory\n")
+
+
+def test_verify_require(world: World, capsys: pytest.CaptureFixture[str]) -> None:
+    chain = world.delegate()
+    inv = world.invoke(chain)  # refund on payments/stripe, cost 1200
+    for price in ("0", "1200"):
+        assert main(world.verify(chain, "--invocation", inv, "--require", "refund", "payments/stripe", price)) == 0
+        assert capsys.readouterr() == (f"{chain}: OK\n", "")
+    assert main(world.verify(chain, "--invocation", inv, "--require", "refund", "payments/stripe", "1_201")) == 1
+    code = Code.COST_BELOW_PRICE
+    assert int(code) == 18
+    assert capsys.readouterr() == (f"{chain}: COST_BELOW_PRICE (code 18): {hopgate.REASONS[code]}\n", "")
+    for ability, resource in (("refund", "payments/paypal"), ("charge", "payments/stripe")):
+        argv = world.verify(chain, "--invocation", inv, "--require", ability, resource, "1", "--json")
+        assert main(argv) == 1
+        report = json.loads(capsys.readouterr().out)
+        assert (report["code"], report["name"]) == (int(Code.SCOPE_DENIED), "SCOPE_DENIED")
+
+    # The price is a u64 and the names UTF-8, checked when the command line is parsed.
+    line = usage_error(bad_command(world, "verify", "--require", "refund"), capsys)
+    assert line == "hopgate verify: error: argument --require: expected 3 arguments"
+    for value in (str(2**64), "-1", "1e3", "1.0"):
+        argv = [*bad_command(world, "verify", "--now", str(NOW)), "--require", "refund", "payments/stripe", value]
+        line = usage_error(argv, capsys)
+        assert line == f"hopgate verify: error: argument --require: '{value}': {U64}"
+    line = usage_error([*bad_command(world, "verify", "--now", str(NOW)), "--require", "\udcff", "r", "1"], capsys)
+    assert line == "hopgate verify: error: argument --require: '\\xff': not valid UTF-8"
+
+
+@pytest.mark.parametrize(
+    "extra", [["--skew", "60"], ["--payload", "body.json"], ["--require", "refund", "payments/stripe", "1"]]
+)
+def test_request_options_without_an_invocation_are_refused(
+    world: World, capsys: pytest.CaptureFixture[str], extra: list[str]
+) -> None:
+    grant = world.grant()
+    assert main(world.verify(grant, *extra)) == 2
+    assert capsys.readouterr() == ("", f"hopgate: error: {extra[0]} applies to --invocation only\n")
 
 
 def test_tampered_chain_files(world: World, capsys: pytest.CaptureFixture[str]) -> None:
@@ -475,8 +550,8 @@ def test_tampered_chain_files(world: World, capsys: pytest.CaptureFixture[str]) 
     flipped = world.dir / "flipped.raw"
     data[-1] ^= 0x01  # the last byte of the grant's signature
     flipped.write_bytes(bytes(data))
-    assert main(world.verify(str(flipped))) == 3
-    assert capsys.readouterr().out == f"{flipped}: BAD_SIGNATURE (a link or invocation signature is invalid)\n"
+    assert main(world.verify(str(flipped))) == 1
+    assert capsys.readouterr().out == f"{flipped}: BAD_SIGNATURE (code 3): a link or invocation signature is invalid\n"
 
     budget = bytearray(raw.read_bytes())
     offset = 4 + 1 + 4 + 1 + 32 + 16 + 32 + 8 + 8 + 1  # magic, n, body_len, kind, issuer, session, holder, times, depth
@@ -484,8 +559,8 @@ def test_tampered_chain_files(world: World, capsys: pytest.CaptureFixture[str]) 
     budget[offset + 1] ^= 0x80
     widened = world.dir / "budget.raw"
     widened.write_bytes(bytes(budget))
-    assert main(world.verify(str(widened))) == 3
-    capsys.readouterr()
+    assert main(world.verify(str(widened))) == 1
+    assert capsys.readouterr().out.startswith(f"{widened}: BAD_SIGNATURE (code 3): ")
 
     truncated = world.dir / "truncated.raw"
     truncated.write_bytes(bytes(data[:-1]))
@@ -502,7 +577,7 @@ def test_tampered_chain_files(world: World, capsys: pytest.CaptureFixture[str]) 
     bad_text.write_text(text[:10] + "*" + text[11:] + "\n")
     assert main(world.verify(str(bad_text))) == 1
     out = capsys.readouterr().out
-    assert out.startswith(f"{bad_text}: MALFORMED (") and "offset 10" in out
+    assert out.startswith(f"{bad_text}: MALFORMED (code 1): ") and "offset 10" in out
 
     magic = world.dir / "magic.raw"
     magic.write_bytes(b"\xffGC1" + bytes(data[4:]))
@@ -513,15 +588,12 @@ def test_tampered_chain_files(world: World, capsys: pytest.CaptureFixture[str]) 
     empty = world.dir / "empty"
     empty.write_bytes(b"")
     assert main(world.verify(str(empty))) == 1
-    assert capsys.readouterr().out == f"{empty}: MALFORMED (malformed magic at offset 0: empty input)\n"
+    assert capsys.readouterr().out == f"{empty}: MALFORMED (code 1): malformed magic at offset 0: empty input\n"
 
 
 def test_verify_decision_codes_by_name(world: World, capsys: pytest.CaptureFixture[str]) -> None:
     chain = world.delegate()
     c = hopgate.Chain.from_text(pathlib.Path(chain).read_text().strip())
-    untrusted = ["verify", chain, "--trusted", world.bob.public_key.hex(), "--now", str(NOW)]
-    assert main(untrusted) == 2
-    assert capsys.readouterr() == (f"{chain}: UNTRUSTED_ISSUER (link 0 is not signed by a trusted issuer)\n", "")
 
     cases = [
         (["--now", str(NOT_AFTER)], Code.EXPIRED, 10),
@@ -531,18 +603,48 @@ def test_verify_decision_codes_by_name(world: World, capsys: pytest.CaptureFixtu
     ]
     for extra, code, value in cases:
         argv = ["verify", chain, "--trusted", world.alice.public_key.hex(), "--now", str(NOW), *extra]
-        assert main(argv) == code == value
-        assert capsys.readouterr() == (f"{chain}: {code.name} ({hopgate.REASONS[code]})\n", "")
+        assert main(argv) == 1 and int(code) == value
+        assert capsys.readouterr() == (f"{chain}: {code.name} (code {value}): {hopgate.REASONS[code]}\n", "")
+        assert main([*argv, "--json"]) == 1
+        report = json.loads(capsys.readouterr().out)
+        assert (report["code"], report["name"], report["reason"]) == (value, code.name, hopgate.REASONS[code])
 
 
-def test_several_chains_json_and_first_nonzero_exit(world: World, capsys: pytest.CaptureFixture[str]) -> None:
+def test_verify_untrusted_issuer_exits_1_and_a_usage_error_2(world: World, capsys: pytest.CaptureFixture[str]) -> None:
+    """UNTRUSTED_ISSUER is code 2, and a usage error exits 2: the exit status no longer
+    carries the code, so the two cannot be told apart only by what is on stdout."""
+    chain = world.delegate()
+    untrusted = ["verify", chain, "--trusted", world.bob.public_key.hex(), "--now", str(NOW)]
+    assert int(Code.UNTRUSTED_ISSUER) == 2
+    assert main(untrusted) == 1
+    assert capsys.readouterr() == (
+        f"{chain}: UNTRUSTED_ISSUER (code 2): link 0 is not signed by a trusted issuer\n", ""
+    )
+    done = run_cli(*untrusted, "--json")
+    assert (done.returncode, done.stderr) == (1, b"")
+    assert json.loads(done.stdout) == {
+        "file": chain, "code": 2, "name": "UNTRUSTED_ISSUER", "reason": "link 0 is not signed by a trusted issuer",
+    }  # fmt: skip
+    # Usage and read errors: exit 2 and nothing on stdout, from argparse or from the command.
+    for argv in (
+        [*untrusted, "--now", "yesterday"],
+        [*untrusted, "--no-such-option"],
+        ["verify", chain, "--trusted", "12"],
+        ["verify", world.p("missing.chain"), "--trusted", world.alice.public_key.hex()],
+    ):
+        done = run_cli(*argv)
+        assert (done.returncode, done.stdout) == (2, b""), argv
+        assert b"error: " in done.stderr and b"Traceback" not in done.stderr
+
+
+def test_several_chains_json_and_exit_1_for_any_refusal(world: World, capsys: pytest.CaptureFixture[str]) -> None:
     good = world.delegate()
     raw = pathlib.Path(world.grant("g.raw", "--format", "raw")).read_bytes()
     bad = world.dir / "bad.raw"
     bad.write_bytes(raw[:-1] + bytes([raw[-1] ^ 1]))
     short = world.dir / "short.raw"
     short.write_bytes(raw[:30])
-    assert main(world.verify(good, str(bad), str(short), good, "--json")) == 3
+    assert main(world.verify(good, str(bad), str(short), good, "--json")) == 1
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [(r["file"], r["code"], r["name"]) for r in lines] == [
         (good, 0, "OK"), (str(bad), 3, "BAD_SIGNATURE"), (str(short), 1, "MALFORMED"), (good, 0, "OK"),
@@ -551,8 +653,11 @@ def test_several_chains_json_and_first_nonzero_exit(world: World, capsys: pytest
     assert lines[2]["field"] == "body" and lines[2]["offset"] == 9
     assert main(world.verify(good, str(short), str(bad))) == 1
     assert capsys.readouterr().out == (
-        f"{good}: OK\n{short}: MALFORMED ({lines[2]['reason']})\n{bad}: BAD_SIGNATURE ({hopgate.REASONS[Code.BAD_SIGNATURE]})\n"
+        f"{good}: OK\n{short}: MALFORMED (code 1): {lines[2]['reason']}\n"
+        f"{bad}: BAD_SIGNATURE (code 3): {hopgate.REASONS[Code.BAD_SIGNATURE]}\n"
     )
+    assert main(world.verify(good, good)) == 0
+    assert capsys.readouterr().out == f"{good}: OK\n{good}: OK\n"
 
 
 def test_verify_many_lines_of_one_file_and_trusted_file(world: World, capsys: pytest.CaptureFixture[str]) -> None:
@@ -586,7 +691,7 @@ def test_verify_from_stdin(world: World) -> None:
     done = run_cli("verify", "-", *trusted, input=(a + b).encode())
     assert (done.returncode, done.stdout, done.stderr) == (0, b"<stdin>:1: OK\n<stdin>:2: OK\n", b"")
     done = run_cli("verify", "-", *trusted, "--now", str(NOT_AFTER), input=b.encode())
-    assert (done.returncode, done.stdout) == (10, b"<stdin>: EXPIRED (a link has expired)\n")
+    assert (done.returncode, done.stdout) == (1, b"<stdin>: EXPIRED (code 10): a link has expired\n")
     raw = bytes(hopgate.Chain.from_text(b.strip()))
     done = run_cli("verify", "-", *trusted, "--json", input=raw)
     assert done.returncode == 0
@@ -648,16 +753,115 @@ def test_bench_quick(capsys: pytest.CaptureFixture[str]) -> None:
         assert per > 0 and rate > 0
 
 
-def test_top_level_help_lists_every_command() -> None:
-    done = run_cli("--help")
-    assert done.returncode == 0
-    for command in ("keygen", "grant", "delegate", "invoke", "verify", "bench", "audit"):
-        assert command in done.stdout.decode()
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    expected = f"hopgate {importlib.metadata.version('hopgate')} (backend {hopgate.BACKEND})\n"
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0
+    assert capsys.readouterr() == (expected, "")
+    done = run_cli("--version")
+    assert (done.returncode, done.stdout.decode(), done.stderr) == (0, expected, b"")
+
+
+# ---------------------------------------------------------------------------
+# The manual: --help, the module docstring and the README say the same, and their examples run
+# ---------------------------------------------------------------------------
+
+COMMANDS = [["keygen"], ["grant"], ["delegate"], ["invoke"], ["verify"], ["bench"], ["audit", "verify"],
+            ["audit", "spending"]]  # fmt: skip
+
+
+def help_text(capsys: pytest.CaptureFixture[str], *command: str) -> str:
+    with pytest.raises(SystemExit) as exc:
+        main([*command, "--help"])
+    out, err = capsys.readouterr()
+    assert exc.value.code == 0 and err == ""
+    return out
+
+
+def shell_commands(text: str, indent: str) -> list[str]:
+    """The ``hopgate`` command lines of ``text`` that start with ``indent``, each with the
+    lines that its trailing backslashes continue."""
+    commands: list[str] = []
+    lines = iter(text.splitlines())
+    for line in lines:
+        if line.startswith(indent + "hopgate "):
+            command = line
+            while command.endswith("\\"):
+                command += "\n" + next(lines)
+            commands.append(textwrap.dedent(command))
+    return commands
+
+
+def readme_command_line() -> str:
+    """The ``sh`` block of README's "Command line" section."""
+    readme = (pathlib.Path(__file__).parent.parent / "README.md").read_text()
+    section = readme.partition("\n## Command line\n")[2].partition("\n## ")[0]
+    block = section.partition("```sh\n")[2].partition("```")[0]
+    assert block
+    return block
+
+
+def test_help_is_a_manual(capsys: pytest.CaptureFixture[str]) -> None:
     import hopgate.cli
 
+    top = help_text(capsys)
     assert hopgate.cli.__doc__ is not None
-    for command in ("keygen", "grant", "delegate", "invoke", "verify", "bench", "audit verify"):
-        assert f"``hopgate {command}" in hopgate.cli.__doc__
+    summary, _, manual = hopgate.cli.__doc__.partition("\n\n")
+    assert top.startswith("usage: hopgate [-h] [--version] COMMAND ...\n\n" + summary + "\n")
+    assert top.rstrip().endswith(manual.rstrip())  # the docstring is the epilog: one manual
+    walkthrough = shell_commands(top, "  ")
+    for command in COMMANDS:
+        assert any(line.startswith(f"hopgate {' '.join(command)} ") for line in walkthrough), command
+    assert "hopgate --version" in walkthrough
+    assert walkthrough == shell_commands(readme_command_line(), "")  # the README shows the same
+    statuses = top.partition("\nExit status:\n")[2]
+    assert [line.split()[0] for line in statuses.splitlines() if line[:3].strip()] == ["0", "1", "2", "130", "141"]
+
+    for command in COMMANDS:
+        page = help_text(capsys, *command)
+        examples = page.partition("\nexample")[2].partition("\n\n")[0]
+        assert examples.startswith(("s:\n", ":\n")), command
+        bare = [line.partition("  #")[0] for line in walkthrough]
+        for line in shell_commands(examples, "  "):
+            assert line.partition("  #")[0] in bare, (command, line)  # so each runs in test_the_manuals_examples_run
+        statuses = page.partition("\nexit status:\n")[2].partition("\n\n")[0]
+        numbers = [line.split()[0] for line in statuses.splitlines() if line[:3].strip()]
+        assert numbers == (["0", "1", "2", "130"] if command[0] in ("verify", "audit") else ["0", "2", "130"]), command
+    codes = help_text(capsys, "verify").partition("\ndecision codes (docs/SPEC.md §4):\n")[2]
+    for code in Code:
+        assert f"  {int(code):>2}  {code.name} " in codes
+
+
+def test_the_manuals_examples_run(tmp_path: pathlib.Path) -> None:
+    """Every command of the manual's examples, in order, in an empty directory, with
+    ``hopgate`` on PATH; the audit log is what a gate writes for the request they sign."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    shim = bin_dir / "hopgate"
+    shim.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} -m hopgate "$@"\n')
+    shim.chmod(0o755)
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "body.json").write_bytes(b'{"q": "hopgate"}')
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    for command in shell_commands(readme_command_line(), ""):
+        if command.startswith("hopgate audit") and not (work / "gate.log").exists():
+            key = bytes.fromhex((work / "audit.key").read_text().strip().partition(":")[2])
+            issuer = bytes.fromhex((work / "alice.pub").read_text().strip().partition(":")[2])
+            chain = hopgate.Chain.from_text((work / "worker.txt").read_text().strip())
+            invocation = hopgate.from_text((work / "call.txt").read_text().strip())
+            with hopgate.AuditLog(str(work / "gate.log"), key=key) as log:
+                decision = hopgate.Gate([issuer], audit=log).check(chain, invocation, payload=b'{"q": "hopgate"}')
+                assert decision.code is Code.OK and decision.reservation is not None
+                decision.reservation.commit(2)
+        done = subprocess.run(["sh", "-c", command], cwd=work, env=env, capture_output=True, text=True)
+        assert done.returncode == 0, (command, done.stdout, done.stderr)
+        if command.startswith("hopgate verify"):
+            assert done.stdout.endswith("OK\n") and "code" not in done.stdout
+        if command.startswith("hopgate audit spending"):  # the request's 2, on both links
+            assert done.stdout.startswith("gate.log: 2 records, 2 accounts with settlements\n")
+            assert [line.split()[1:3] for line in done.stdout.splitlines()[2:]] == [["2", "0"], ["2", "0"]]
 
 
 # ---------------------------------------------------------------------------
@@ -985,18 +1189,17 @@ def test_attack_stdin_read_twice(world: World, capsys: pytest.CaptureFixture[str
     grant = world.grant()
     attempts = [
         (["delegate", "-", "--holder-key", world.p("bob.key"), "--to", world.carol.public_key.hex(),
-          "--meta-file", "-"], "CHAIN_FILE and --meta-file"),
+          "--meta-file", "-"], "CHAIN_FILE and --meta-file both"),
         (["invoke", "-", "--holder-key", world.p("bob.key"), "--ability", "refund", "--resource", "payments/x",
-          "--cost", "1", "--payload-file", "-"], "CHAIN_FILE and --payload-file"),
-        (["verify", "-", "--trusted", world.alice.public_key.hex(), "--invocation", "-"], "CHAIN_FILE and --invocation"),
-        (["verify", grant, "-", "-", "--trusted", world.alice.public_key.hex()], "CHAIN_FILE and CHAIN_FILE"),
+          "--cost", "1", "--payload-file", "-"], "CHAIN_FILE and --payload-file both"),
+        (["verify", "-", "--trusted", world.alice.public_key.hex(), "--invocation", "-"],
+         "CHAIN_FILE and --invocation both"),
+        (["verify", grant, "-", "-", "--trusted", world.alice.public_key.hex()], "CHAIN_FILE and CHAIN_FILE both"),
+        (["verify", grant, "--trusted", world.alice.public_key.hex(), "--invocation", "-", "--payload", "-"],
+         "--invocation and --payload both"),
+        (["verify", "-", "--trusted", world.alice.public_key.hex(), "--invocation", "-", "--payload", "-"],
+         "CHAIN_FILE and --invocation and --payload all"),
     ]  # fmt: skip
     for argv, named in attempts:
         assert main(argv) == 2
-        assert capsys.readouterr() == ("", f"hopgate: error: stdin (-) can be read only once: {named} both name it\n")
-
-
-def test_skew_without_an_invocation_is_refused(world: World, capsys: pytest.CaptureFixture[str]) -> None:
-    grant = world.grant()
-    assert main(world.verify(grant, "--skew", "60")) == 2
-    assert capsys.readouterr() == ("", "hopgate: error: --skew applies to --invocation only\n")
+        assert capsys.readouterr() == ("", f"hopgate: error: stdin (-) can be read only once: {named} name it\n")

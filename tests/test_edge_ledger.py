@@ -242,8 +242,7 @@ def test_attack_nonce_flood_other_root_unaffected(impl: ModuleType) -> None:
 def test_attack_account_flood_other_root_unaffected(impl: ModuleType) -> None:
     """A grant's holder delegating without end opens accounts only up to its root's
     quota; every other grant can still open its own."""
-    ledger = impl.Ledger(max_accounts=20)
-    assert ledger.max_accounts_per_root == 2
+    ledger = impl.Ledger(max_accounts=20, max_accounts_per_root=2)
     g = gate(impl, ledger)
     attacker = grant(50, budget=10**6)
     codes = [decide(g, child(attacker, j), inv(child(attacker, j), nonce=j), actual=0) for j in range(30)]
@@ -382,7 +381,7 @@ def test_check_batch_applies_each_entry_to_its_own_request(impl: ModuleType) -> 
 # -- precheck --------------------------------------------------------------------------
 
 
-def test_precheck_gives_the_code_check_would_give_before_replay(impl: ModuleType) -> None:
+def test_precheck_gives_the_code_check_would_give_before_the_budget(impl: ModuleType) -> None:
     g = gate(impl, skew=30, window=60)
     c = grant(100, budget=40)
     assert g.precheck(c, inv(c), now=NOW) is Code.OK
@@ -392,11 +391,12 @@ def test_precheck_gives_the_code_check_would_give_before_replay(impl: ModuleType
     assert g.precheck(c, inv(c), now=NOW, require=("refund", "pay/y", 0)) is Code.SCOPE_DENIED
     assert g.precheck(c, inv(c, signer=C), now=NOW) is Code.BAD_SIGNATURE
     assert g.precheck(bytes(c)[:-1], inv(c), now=NOW) is Code.MALFORMED
-    # The payload is not bound, replay and budget are not judged.
+    # The payload is not bound and the budget is not judged; a replay is (read only).
     assert g.precheck(c, inv(c, body=b"anything"), now=NOW) is Code.OK
     used = inv(c, cost=40, nonce=b"u" * 16)
     assert decide(g, c, used) is Code.OK
-    assert g.precheck(c, used, now=NOW) is Code.OK
+    assert g.precheck(c, used, now=NOW) is Code.REPLAY
+    assert g.precheck(c, used, now=NOW + 61) is Code.STALE_INVOCATION
     assert g.precheck(c, inv(c, cost=1), now=NOW) is Code.OK
     assert g.check(c, inv(c, cost=1, nonce=b"v" * 16), now=NOW).code is Code.BUDGET_EXHAUSTED
 
@@ -547,7 +547,8 @@ def test_default_per_root_limits(impl: ModuleType) -> None:
     assert (ledger.max_accounts, ledger.max_nonces) == (1_000_000, 1_000_000)
     assert (ledger.max_accounts_per_root, ledger.max_nonces_per_root) == (100_000, 1_000_000)
     assert ledger.replay_window == 0
-    for accounts, share in ((1, 1), (9, 1), (10, 1), (19, 1), (20, 2), (25, 2), (2**64 - 1, (2**64 - 1) // 10)):
+    # A tenth of the accounts, but room for a whole chain of 16 links (or all of a smaller ledger).
+    for accounts, share in ((1, 1), (9, 9), (10, 10), (16, 16), (19, 16), (160, 16), (170, 17), (2**64 - 1, (2**64 - 1) // 10)):
         assert impl.Ledger(max_accounts=accounts).max_accounts_per_root == share
     assert impl.Ledger(max_nonces=7).max_nonces_per_root == 7
     explicit = impl.Ledger(max_accounts=10, max_nonces=10, max_accounts_per_root=50, max_nonces_per_root=3)
@@ -662,7 +663,7 @@ class Rules:
     def __init__(self, max_accounts: int, max_nonces: int, accounts_per_root: Optional[int],
                  nonces_per_root: Optional[int]) -> None:
         self.max_accounts, self.max_nonces = max_accounts, max_nonces
-        self.accounts_per_root = max(1, max_accounts // 10) if accounts_per_root is None else accounts_per_root
+        self.accounts_per_root = max(max_accounts // 10, min(max_accounts, 16)) if accounts_per_root is None else accounts_per_root
         self.nonces_per_root = max_nonces if nonces_per_root is None else nonces_per_root
         self.retention = 0
         self.nonces: list[tuple[bytes, bytes, int]] = []  # (root, nonce, timestamp)

@@ -275,16 +275,3 @@ def test_native_equals_reference_on_random_request_streams() -> None:
     native_accounts = gates["native"].ledger.accounts()
     assert native_accounts == gates["reference"].ledger.accounts()
     assert native_accounts and all(a.spent <= a.cap for a in native_accounts.values())
-
-
-@pytest.mark.parametrize("impl_name", ["native", "reference"])
-def test_demo_gate_scenario(impl_name: str) -> None:
-    """The scenario `make demo` prints: concurrent spending never passes the grant,
-    and the replay, the stolen chain and the revoked worker are refused."""
-    import io
-
-    from hopgate.demo_gate import run
-
-    out = io.StringIO()
-    assert run(out, hopgate if impl_name == "native" else ref) == []
-    assert "REPLAY" in out.getvalue() and "REVOKED" in out.getvalue()

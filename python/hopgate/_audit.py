@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import NamedTuple, Optional
+from typing import BinaryIO, NamedTuple, Optional
 
 from ._codes import Code
 
@@ -22,6 +22,7 @@ __all__ = [
     "SETTLE_RECORD_KIND",
     "SettleRecord",
     "Settlement",
+    "Spending",
     "log_records",
     "spending",
 ]
@@ -158,20 +159,32 @@ class SettleRecord(NamedTuple):
         )
 
 
-def log_records(data: bytes) -> Iterator[bytes]:
-    """The record bodies of an audit log's bytes, in order. It only walks the
-    framing: verify the log first (``audit_verify``) and pass the verified bytes
-    (``report.bytes``); ``ValueError`` where the framing does not hold."""
+def log_records(log: BinaryIO, end: int) -> Iterator[bytes]:
+    """The record bodies of an audit log, read one frame at a time from the open
+    file ``log`` up to byte ``end``. It only walks the framing: verify the log first
+    (``audit_verify``) and pass the verified length (``report.bytes``); ``ValueError``
+    where the framing does not hold."""
+    log.seek(_HEADER_LEN)
     pos = _HEADER_LEN
-    while pos < len(data):
-        if pos + 4 > len(data):
+    while pos < end:
+        head = log.read(4)
+        size = int.from_bytes(head, "little")
+        if len(head) < 4 or pos + 4 + size + _FRAME_TRAILER > end:
             raise ValueError(f"a frame at offset {pos} is cut short")
-        size = int.from_bytes(data[pos : pos + 4], "little")
-        end = pos + 4 + size + _FRAME_TRAILER
-        if end > len(data):
-            raise ValueError(f"a frame at offset {pos} is cut short")
-        yield data[pos + 4 : pos + 4 + size]
-        pos = end
+        body = log.read(size)
+        log.seek(_FRAME_TRAILER, 1)
+        yield body
+        pos += 4 + size + _FRAME_TRAILER
+
+
+@dataclass
+class Spending:
+    """What an audit log says was spent, per account, and how many records it could
+    not read as settlements although they start like one (another application's
+    records: ``AuditLog.append`` takes any bytes)."""
+
+    accounts: dict[bytes, AccountSpending]
+    unreadable: int = 0
 
 
 @dataclass
@@ -186,16 +199,21 @@ class AccountSpending:
     reserved: int = 0
 
 
-def spending(records: Iterable[bytes]) -> dict[bytes, AccountSpending]:
+def spending(records: Iterable[bytes]) -> Spending:
     """Spending per account id, summed over the settlement records among
-    ``records`` (other records are skipped)."""
-    out: dict[bytes, AccountSpending] = {}
+    ``records``; other records are skipped, and counted when they start with the
+    settlement kind but do not decode as one."""
+    out = Spending({})
     for body in records:
         if not body or body[0] != SETTLE_RECORD_KIND:
             continue
-        record = SettleRecord.from_bytes(body)
+        try:
+            record = SettleRecord.from_bytes(body)
+        except ValueError:
+            out.unreadable += 1
+            continue
         for account in record.accounts:
-            entry = out.setdefault(account, AccountSpending())
+            entry = out.accounts.setdefault(account, AccountSpending())
             entry.spent += record.charged
             entry.overrun += record.overrun
             entry.reserved += record.reserved

@@ -307,7 +307,7 @@ class Gate:
         *,
         payload: Optional[_BytesLike] = None,
         require: Optional[Requirement] = None,
-    ) -> Decision: ...
+    ) -> Decision[Reservation, Receipt]: ...
     def precheck(
         self,
         chain: Union[Chain, _BytesLike],

@@ -39,8 +39,9 @@ Starlette and FastAPI show it as ``request.state.hopgate``).
 
 Each request, in this order (the first refusal answers it):
 
-1. ``exempt_paths`` (exact ``scope["path"]`` matches) and non-HTTP scopes (``lifespan``,
-   ``websocket``) pass through untouched;
+1. ``exempt_paths`` (exact ``scope["path"]`` matches, any scope type) and ``lifespan``
+   pass through untouched; a ``websocket`` on any other path is closed (1008) before it
+   is accepted: it carries no invocation the gate could check;
 2. no requirement for the route (a dict miss, or the callable answers None): 404
    ``NO_ROUTE``, before any header is looked at. 404 rather than 403 or 405: to the
    gate the route does not exist, and a status that depended on the credentials or on
@@ -105,7 +106,9 @@ is committed is decided by the server:
   ``OSError``, or the request cancelled by the server);
 - the reservation is released (nothing spent) when the application answers 5xx,
   returns or raises before starting a response, or raises before the last body message
-  of a response below 500 while the client is still there. An exception after a
+  of a response below 500 while the client is still there, unless it set ``state.cost``
+  first: what the application says was spent is committed whatever happens next, so a
+  failure the client can provoke never makes done work free. An exception after a
   complete response below 500 (a failing background task) still commits: the client
   got what it paid for.
 
@@ -178,7 +181,7 @@ STATUS: Mapping[Code, int] = MappingProxyType(
 
 _CHAIN_HEADER = b"hopgate-chain"
 _INVOCATION_HEADER = b"hopgate-invocation"
-# FORMAT §2.7: a whole invocation is at most 712 bytes, so its text is at most 950
+# SPEC §2.7: a whole invocation is at most 712 bytes, so its text is at most 950
 # characters; anything longer is refused before it is decoded.
 _MAX_INVOCATION_TEXT = 950
 _MAX_PRICE = (1 << 64) - 1
@@ -298,6 +301,9 @@ class GateMiddleware:
             raise TypeError(f"audience: expected a str prefix or None, got {type(audience).__name__}")
         if audience == "":
             raise ValueError("audience: the empty prefix would admit every resource; use None for no audience")
+        if audience is not None and not audience.endswith("/"):
+            # "billing" would also admit "billing-admin/...": a prefix ends at a segment.
+            raise ValueError(f"audience: must end with '/' (a whole path segment, such as 'billing/'), got {audience!r}")
         if isinstance(max_body, bool) or not isinstance(max_body, int):
             raise TypeError(f"max_body: expected an int (bytes), got {type(max_body).__name__}")
         if max_body < 0:
@@ -329,8 +335,14 @@ class GateMiddleware:
         self._status[Code.REPLAY] = replay_status
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope.get("path") in self.exempt_paths:
+        if scope["type"] == "lifespan" or scope.get("path") in self.exempt_paths:
             await self.app(scope, receive, send)
+            return
+        if scope["type"] != "http":
+            # A websocket (or any other scope) carries no invocation the gate could
+            # check: refused unless its path is exempt, never passed through.
+            if scope["type"] == "websocket":
+                await send({"type": "websocket.close", "code": 1008, "reason": "not gated by hopgate"})
             return
         try:
             requirement = self._requirement(scope)
@@ -434,14 +446,15 @@ class GateMiddleware:
             nonlocal status, complete, gone
             if message["type"] == "http.response.start":
                 message = {**message, "headers": [*message.get("headers", ()), *headers]}
+                # Set before sending: the application has done its work, and a client
+                # gone by now (the send raises) is charged like one that leaves later.
+                status = int(message["status"])
             try:
                 await send(message)
             except OSError:  # ASGI 2.4: a send to a client that has gone raises OSError
                 gone = True
                 raise
-            if message["type"] == "http.response.start":
-                status = int(message["status"])
-            elif message["type"] == "http.response.body" and not message.get("more_body", False):
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
                 complete = True
 
         scope.setdefault("state", {})["hopgate"] = state
@@ -620,10 +633,12 @@ def _settle(state: GateState, *, spent: bool) -> None:
     reservation = state.reservation
     if reservation.settled:  # the application settled it itself
         return
-    if not spent:
+    reserved, cost = state.reserved, state.cost
+    if not spent and cost is None:
         reservation.release()
         return
-    reserved, cost = state.reserved, state.cost
+    # Spent, or the application said what the work cost before it failed: the work
+    # was done, and a failure the client can provoke must not make it free.
     if cost is None:
         amount = min(state.price, reserved)
     elif isinstance(cost, bool) or not isinstance(cost, int) or cost < 0:

@@ -10,7 +10,9 @@ and ``tag_i = BLAKE3-keyed(key, "HGR1" | i u64 LE | chain_i)``. See SPEC §9.
 from __future__ import annotations
 
 import hmac
+from collections import deque
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -269,10 +271,15 @@ class AuditLog:
             self._offsets: list[int] = []
             self._last_sync = time.monotonic()
             self._unsynced = False
-            # Records a collected reservation appends while an append is under way
-            # on this thread (the garbage collector runs anywhere): written after it.
+            # One appender at a time: gates and settling reservations share the log
+            # across threads. Reentrant, because a settling reservation holds it while
+            # it settles the ledger and appends its record. The garbage collector may
+            # forfeit a reservation on any thread at any point, possibly one that is
+            # appending or holds the ledger's lock: its record never waits for this
+            # lock but goes to _deferred, written by the next append.
+            self._lock = threading.RLock()
             self._appending = False
-            self._deferred: list[bytes] = []
+            self._deferred: deque[bytes] = deque()
             self._open()
         except BaseException:
             self._closed = True
@@ -374,27 +381,39 @@ class AuditLog:
         """Append ``bodies``; ``urgent=False`` skips the sync an fsync=True log
         would force (the records reach the disk with the next urgent append, a
         ``sync`` or ``close``), for records nobody is owed."""
-        self._check_open()
-        self._appending = True
-        try:
-            receipts = self._append_now(bodies, urgent)
-        finally:
-            self._appending = False
+        with self._lock:
+            self._check_open()
+            self._appending = True
+            try:
+                receipts = self._append_now(bodies, urgent)
+            finally:
+                self._appending = False
+            self._flush_deferred()
+            return receipts
+
+    def _flush_deferred(self) -> None:
         while self._deferred:
-            late, self._deferred = self._deferred, []
+            late = []
+            while self._deferred:
+                late.append(self._deferred.popleft())
             self._append_now(late, True)
-        return receipts
 
     def _append_later(self, body: bytes) -> None:
-        """Append ``body`` now, or after the append under way; errors are dropped
-        (a forfeit has nobody to report to, and a broken log fails the next append)."""
-        if self._appending:
+        """Append ``body`` now, or after the append under way on this thread; errors
+        are dropped (a forfeit has nobody to report to, and a broken log fails the
+        next append)."""
+        if not self._lock.acquire(blocking=False):
             self._deferred.append(body)
             return
         try:
+            if self._appending:
+                self._deferred.append(body)
+                return
             self._append([body], urgent=True)
         except (OSError, InputError):
             pass
+        finally:
+            self._lock.release()
 
     def _append_now(self, bodies: Sequence[bytes], urgent: bool) -> list[Receipt]:
         for i, body in enumerate(bodies):
@@ -433,38 +452,41 @@ class AuditLog:
     @property
     def unsynced(self) -> bool:
         """True while records have been written since the last sync (with
-        ``fsync=True``, only refusals of unauthenticated requests)."""
+        ``fsync=True``, only a gate's refusals)."""
         return self._unsynced
 
     def sync(self) -> None:
         """Force appended records to the disk now."""
-        self._check_open()
-        if self._unsynced:
-            os.fsync(self._file.fileno())
-            self._unsynced = False
-        self._last_sync = time.monotonic()
+        with self._lock:
+            self._check_open()
+            if self._unsynced:
+                os.fsync(self._file.fileno())
+                self._unsynced = False
+            self._last_sync = time.monotonic()
 
     def close(self) -> None:
         """Sync and let go of the file; later appends raise. Closing twice is harmless."""
-        if self._closed:
-            return
-        if self._fsync is not None:
-            self.sync()
-        self._closed = True
-        self._file.close()
+        with self._lock:
+            if self._closed:
+                return
+            if self._fsync is not None:
+                self.sync()
+            self._closed = True
+            self._file.close()
 
     # -- reading and checking ------------------------------------------------
 
     def read(self, start: int = 0, stop: Optional[int] = None) -> list[bytes]:
         """The bodies of records ``start`` up to (not including) ``stop``."""
-        self._check_open()
-        stop = self._records if stop is None else min(stop, self._records)
-        out = []
-        for i in range(start, stop):
-            self._file.seek(self._offsets[i])
-            size = int.from_bytes(self._file.read(4), "little")
-            out.append(self._file.read(size))
-        return out
+        with self._lock:
+            self._check_open()
+            stop = self._records if stop is None else min(stop, self._records)
+            out = []
+            for i in range(start, stop):
+                self._file.seek(self._offsets[i])
+                size = int.from_bytes(self._file.read(4), "little")
+                out.append(self._file.read(size))
+            return out
 
     def verify(self, progress: Progress = None) -> AuditReport:
         """Check every record; returns an ``AuditReport``."""
@@ -477,12 +499,13 @@ class AuditLog:
         self._check_open()
         if not isinstance(receipt, Receipt):
             raise TypeError(f"receipt: expected a hopgate.reference.Receipt, got {type(receipt).__name__}")
-        if not receipt.is_authentic(self._key) or receipt.index >= self._records:
-            return False
-        self._file.seek(self._offsets[receipt.index])
-        size = int.from_bytes(self._file.read(4), "little")
-        self._file.seek(size, os.SEEK_CUR)
-        return hmac.compare_digest(self._file.read(32), receipt.chain)
+        with self._lock:
+            if not receipt.is_authentic(self._key) or receipt.index >= self._records:
+                return False
+            self._file.seek(self._offsets[receipt.index])
+            size = int.from_bytes(self._file.read(4), "little")
+            self._file.seek(size, os.SEEK_CUR)
+            return hmac.compare_digest(self._file.read(32), receipt.chain)
 
     @property
     def closed(self) -> bool:

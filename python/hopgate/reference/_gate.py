@@ -58,8 +58,6 @@ from ._wire import INVOKE_DOMAIN, cap_covers, check_fixed, check_uint, parse_cha
 
 __all__ = ["Gate"]
 
-#: Codes of requests no trusted key vouches for: their audit records are not synced alone.
-_UNVOUCHED = frozenset({Code.MALFORMED, Code.UNTRUSTED_ISSUER})
 
 SESSION_ID_LEN = 16
 REVOCATION_ID_LEN = 32
@@ -248,10 +246,10 @@ class Gate:
         *,
         require: Optional[Requirement] = None,
     ) -> Code:
-        """The code ``check`` would give if the replay and budget steps passed:
-        every step up to and including the staleness check, without a payload.
-        It consumes no nonce, reserves nothing and writes no audit record (a
-        server can refuse early, before reading a body)."""
+        """The code ``check`` would give if the budget step passed: every step up
+        to and including the replay check (read only), without a payload. It
+        consumes no nonce, reserves nothing and writes no audit record (a server
+        can refuse early, before reading a body, a replayed request included)."""
         chain_items, invocation_items, when = self._requests([chain], [invocation], now)
         requirement = _requirement(require, "require")
         code, _ = self._decide(chain_items[0], invocation_items[0], when, None, requirement, admit=False)
@@ -365,9 +363,10 @@ class Gate:
                 GateRecord(Code(int(code)), when, blake3_digest(c), blake3_digest(i)).to_bytes()
                 for code, c, i in zip(codes, chain_items, invocation_items)
             ]
-            # Refusals of requests no trusted key vouches for are not synced on
-            # their own: unsigned traffic cannot buy one disk flush per request.
-            urgent = any(Code(int(code)) not in _UNVOUCHED for code in codes)
+            # Only an allowed decision is owed durability on its own: every refusal
+            # can be caused without a key (forged or replayed), and must not buy
+            # one disk flush per request.
+            urgent = any(int(code) == Code.OK for code in codes)
             try:
                 audit_receipts = list(self._audit._append(records, urgent=urgent))
             except BaseException:
@@ -449,10 +448,12 @@ class Gate:
             return Code.COST_BELOW_PRICE, None
         if abs(invocation.timestamp - now) > self._skew:
             return Code.STALE_INVOCATION, None
-        if not admit:
-            return Code.OK, None
-        # (f) replay and (g) the reservation, atomically in the ledger.
         path = [(blake3_digest(link.signature), link.budget) for link in links]
+        if not admit:
+            # Read only: a remembered nonce, or one at or before a horizon.
+            seen = self._ledger._seen(path[0][0], invocation.nonce, invocation.timestamp, now)
+            return (Code.REPLAY if seen else Code.OK), None
+        # (f) replay and (g) the reservation, atomically in the ledger.
         return self._ledger._admit(
             path,
             [link.not_after for link in links],

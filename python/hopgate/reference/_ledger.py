@@ -34,7 +34,8 @@ traffic cannot crowd out what every other grant needs.
 Limits (the same rules as the core's ``ledger::Limits``, SPEC §5.5, §5.6 and §8):
 
 * At most ``max_accounts`` accounts, and at most ``max_accounts_per_root`` opened
-  with one root (default: a tenth of ``max_accounts``, at least 1). When a
+  with one root (default: a tenth of ``max_accounts``, but room for a whole
+  16-link chain, or all of a smaller ledger). When a
   reservation needs new accounts and either bound would be passed, accounts a gate
   opened whose link has expired (``not_after <= now``, the latest ``now`` a gate
   reserved at) and that hold no reservation are forgotten, except those on the
@@ -73,7 +74,7 @@ import time
 import warnings
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from types import TracebackType
 from typing import Any, NoReturn, Optional, Protocol, SupportsIndex, Tuple, Union
 
@@ -96,6 +97,9 @@ __all__ = ["Ledger", "Budget", "Reservation"]
 ACCOUNT_ID_LEN = 32
 DEFAULT_MAX_ACCOUNTS = 1_000_000
 DEFAULT_MAX_NONCES = 1_000_000
+#: The default per-root share of accounts is never below a whole chain's 16 links
+#: (unless the ledger itself holds fewer).
+MIN_ACCOUNTS_PER_ROOT = 16
 U64_MAX = (1 << 64) - 1
 #: The expiry of an account that is never forgotten (opened by a budget).
 NEVER = U64_MAX
@@ -117,6 +121,9 @@ class _RecordSink(Protocol):
     def _append(self, bodies: Sequence[bytes], *, urgent: bool) -> list[Any]: ...
 
     def _append_later(self, body: bytes) -> None: ...
+
+    @property
+    def _lock(self) -> AbstractContextManager[Any]: ...
 
 
 class _ChainLike(Protocol):
@@ -239,7 +246,7 @@ class Ledger:
         self._max_accounts = _count(max_accounts, "max_accounts")
         self._max_nonces = _count(max_nonces, "max_nonces")
         self._max_accounts_per_root = (
-            max(1, self._max_accounts // 10)
+            max(self._max_accounts // 10, min(self._max_accounts, MIN_ACCOUNTS_PER_ROOT))
             if max_accounts_per_root is None
             else _count(max_accounts_per_root, "max_accounts_per_root")
         )
@@ -474,14 +481,27 @@ class Ledger:
                 del self._nonce_horizons[root]
                 self._nonce_horizon = horizon if self._nonce_horizon is None else max(self._nonce_horizon, horizon)
 
-    def _seen_locked(self, root: bytes, nonce: bytes, timestamp: int) -> bool:
-        remembered = self._nonce_roots.get(root)
-        if remembered is not None and nonce in remembered.times:
-            return True
+    def _seen(self, root: bytes, nonce: bytes, timestamp: int, now: int) -> bool:
+        """Whether the nonce would be refused as a replay at ``now``, read only:
+        remembered under an expiry not before ``now``, or at or before a horizon."""
+        with self._locked():
+            remembered = self._nonce_roots.get(root)
+            when = None if remembered is None else remembered.times.get(nonce)
+            if when is not None and min(when + self._replay_window, U64_MAX) >= now:
+                return True
+            return self._horizon_covers(root, timestamp)
+
+    def _horizon_covers(self, root: bytes, timestamp: int) -> bool:
         return any(
             horizon is not None and timestamp <= horizon
             for horizon in (self._nonce_horizons.get(root), self._nonce_horizon)
         )
+
+    def _seen_locked(self, root: bytes, nonce: bytes, timestamp: int) -> bool:
+        remembered = self._nonce_roots.get(root)
+        if remembered is not None and nonce in remembered.times:
+            return True
+        return self._horizon_covers(root, timestamp)
 
     def _record_nonce_locked(self, root: bytes, nonce: bytes, timestamp: int) -> None:
         remembered = self._nonce_roots.get(root)
@@ -679,6 +699,12 @@ class Reservation(_Affine):
         if record is not None and self._record is not None:
             self._record[0]._append([record], urgent=True)
 
+    def _recording(self) -> AbstractContextManager[Any]:
+        """The audit log's lock, held while settling and appending the record, so
+        the log holds settlements in the order the ledger saw them (the gate never
+        holds the ledger's lock while it takes this one)."""
+        return nullcontext() if self._record is None else self._record[0]._lock
+
     @property
     def amount(self) -> int:
         """The amount held on every account of the path."""
@@ -704,14 +730,15 @@ class Reservation(_Affine):
         """
         charged = self._amount if actual is None else check_uint(actual, 64, "actual")
         excess = max(0, charged - self._amount)
-        with self._ledger._locked():
-            self._settle_locked()
-            for state in self._accounts:
-                state.reserved -= self._amount
-                # u64 counters, saturating as the core's do (SPEC §8.3).
-                state.spent = min(state.spent + charged, U64_MAX)
-                state.overrun = min(state.overrun + excess, U64_MAX)
-        self._write(Settlement.COMMIT, charged)
+        with self._recording():
+            with self._ledger._locked():
+                self._settle_locked()
+                for state in self._accounts:
+                    state.reserved -= self._amount
+                    # u64 counters, saturating as the core's do (SPEC §8.3).
+                    state.spent = min(state.spent + charged, U64_MAX)
+                    state.overrun = min(state.overrun + excess, U64_MAX)
+            self._write(Settlement.COMMIT, charged)
         if excess:
             raise OverrunError(
                 f"committed {charged}, {excess} more than the {self._amount} reserved; "
@@ -722,11 +749,12 @@ class Reservation(_Affine):
 
     def release(self) -> None:
         """Return the whole amount: nothing was spent."""
-        with self._ledger._locked():
-            self._settle_locked()
-            for state in self._accounts:
-                state.reserved -= self._amount
-        self._write(Settlement.RELEASE, 0)
+        with self._recording():
+            with self._ledger._locked():
+                self._settle_locked()
+                for state in self._accounts:
+                    state.reserved -= self._amount
+            self._write(Settlement.RELEASE, 0)
 
     def __enter__(self) -> Reservation:
         return self
@@ -737,12 +765,13 @@ class Reservation(_Affine):
         exc: Optional[BaseException],
         tb: Optional[TracebackType],
     ) -> None:
-        with self._ledger._locked():
-            if self._settled:
-                return
-            self._settled = True
-            _forfeit_locked(self._accounts, self._amount)
-        self._forfeit_record()
+        with self._recording():
+            with self._ledger._locked():
+                if self._settled:
+                    return
+                self._settled = True
+                _forfeit_locked(self._accounts, self._amount)
+            self._forfeit_record()
 
     def _forfeit_record(self) -> None:
         # Nobody to report a failed write to (the next append on a broken log

@@ -748,8 +748,8 @@ impl AuditLog {
     /// [`AuditLog::append_many`], where `urgent == false` skips the sync that
     /// [`Fsync::Always`] would force: the records stay unsynced until the next urgent
     /// append, [`AuditLog::sync`] or close syncs them (an fsync covers every earlier
-    /// write). For records nobody is owed, such as refusals of unauthenticated
-    /// requests: a crash of the process loses none of them, a power cut may.
+    /// write). For records nobody is owed, such as a gate's refusals (anyone can cause
+    /// one without a key): a crash of the process loses none of them, a power cut may.
     pub fn append_many_with(&mut self, bodies: &[&[u8]], urgent: bool) -> Result<Vec<Receipt>> {
         self.check_open()?;
         if let Some(i) = bodies.iter().position(|b| b.len() > MAX_RECORD) {

@@ -276,11 +276,11 @@ impl Gate {
     /// decisions and each outcome carries its receipt. If that append fails, every
     /// reservation of the batch is released and the error returned: no request is
     /// allowed without its record. (Nonces of allowed requests stay consumed, so a
-    /// retry needs a new invocation; refusing is the safe side.) A batch whose
-    /// records are all `MALFORMED` or `UNTRUSTED_ISSUER` (requests no trusted key
-    /// vouches for) is written without forcing it to the disk, so that unsigned
-    /// traffic cannot buy one fsync per request; it reaches the disk with the next
-    /// synced append (see [`crate::audit::AuditLog::append_many_with`]).
+    /// retry needs a new invocation; refusing is the safe side.) A batch with no
+    /// allowed request is written without forcing it to the disk: every refusal can be
+    /// caused without a key (a forged or replayed request), and must not buy one fsync
+    /// per request; it reaches the disk with the next synced append (see
+    /// [`crate::audit::AuditLog::append_many_with`]).
     ///
     /// If anything panics while the batch holds reservations, they are released as
     /// the panic unwinds: no caller ever saw them, so nothing was spent through them.
@@ -322,7 +322,10 @@ impl Gate {
                 .map(|(i, p)| audit::gate_record(now, outcomes.0[i].code, &digests(i, p), &inv_digests[i]))
                 .collect();
             let refs: Vec<&[u8]> = records.iter().map(|r| &r[..]).collect();
-            let urgent = outcomes.0.iter().any(|o| !matches!(o.code, Code::Malformed | Code::UntrustedIssuer));
+            // Only an allowed decision is owed durability on its own: every refusal can be
+            // caused without any key (a replayed or forged request), so a batch of refusals
+            // is written and synced with the next allowed one.
+            let urgent = outcomes.0.iter().any(|o| o.code == Code::Ok);
             // On an error, `outcomes` drops here and releases every reservation.
             let receipts = log.lock().unwrap_or_else(PoisonError::into_inner).append_many_with(&refs, urgent)?;
             for ((o, r), digest) in outcomes.0.iter_mut().zip(receipts).zip(inv_digests) {
@@ -333,15 +336,23 @@ impl Gate {
         Ok(std::mem::take(&mut outcomes.0))
     }
 
-    /// What [`Gate::check_requests`] would decide for `request` before the replay
-    /// and budget steps (SPEC §4 (a) to (f), STALE_INVOCATION included), with the
-    /// payload left unbound: `Code::Ok` when all of them pass. It consumes no nonce,
-    /// reserves nothing and writes no audit record (it may cache a verified chain).
-    /// A server calls it to authenticate a request before reading its body.
+    /// What [`Gate::check_requests`] would decide for `request` before the budget
+    /// step, with the payload left unbound: SPEC §4 (a) to (f), REPLAY included (read
+    /// only: a nonce the ledger remembers, or one at or before a horizon), `Code::Ok`
+    /// when all of them pass. It consumes no nonce, reserves nothing and writes no
+    /// audit record (it may cache a verified chain). A server calls it to authenticate
+    /// a request before reading its body, so that a replayed request is refused
+    /// before its body is read.
     pub fn precheck(&self, request: &Request<'_>, now: u64) -> Code {
         let request = Request { payload: None, ..*request };
         let (parsed, verdicts) = self.verify(std::slice::from_ref(&request), now);
-        let code = verdicts.into_iter().next().map_or(Code::Ok, |v| v.err().unwrap_or(Code::Ok));
+        let mut code = verdicts.into_iter().next().map_or(Code::Ok, |v| v.err().unwrap_or(Code::Ok));
+        if let (Code::Ok, Some(Ok(p))) = (code, parsed.first()) {
+            let root = p.chain.first().revocation_id();
+            if self.ledger.seen(&root, p.inv.nonce, p.inv.timestamp, now) {
+                code = Code::Replay;
+            }
+        }
         if let (Code::Ok, Some(Ok(p))) = (code, parsed.first()) {
             self.prechecked
                 .lock()

@@ -73,6 +73,9 @@ pub struct Overrun {
 pub const DEFAULT_MAX_ACCOUNTS: usize = 1_000_000;
 /// Default of [`Limits::max_nonces`]: about 80 MB at most.
 pub const DEFAULT_MAX_NONCES: usize = 1_000_000;
+/// The default per-root share of accounts is never below this (a chain's 16 links),
+/// unless the ledger itself holds fewer.
+pub const MIN_ACCOUNTS_PER_ROOT: usize = 16;
 /// An account opened without an expiry (by [`Ledger::budget`]) is never forgotten.
 pub const NEVER: u64 = u64::MAX;
 
@@ -99,13 +102,14 @@ pub struct Limits {
 
 impl Limits {
     /// `max_accounts` and `max_nonces` with the default per-root shares: a tenth of
-    /// the accounts (at least 1) and all of the nonces (the nonce set's eviction
+    /// the accounts, but room for at least one whole chain ([`MIN_ACCOUNTS_PER_ROOT`],
+    /// or `max_accounts` if smaller), and all of the nonces (the nonce set's eviction
     /// already takes from the biggest root first).
     pub fn new(max_accounts: usize, max_nonces: usize) -> Self {
         Limits {
             max_accounts,
             max_nonces,
-            max_accounts_per_root: (max_accounts / 10).max(1),
+            max_accounts_per_root: (max_accounts / 10).max(max_accounts.min(MIN_ACCOUNTS_PER_ROOT)),
             max_nonces_per_root: max_nonces,
         }
     }
@@ -461,6 +465,15 @@ impl NonceSet {
         self.resize(&root, before, before + 1);
     }
 
+    /// True iff what makes `nonce` of `root`, dated `ts`, look seen goes away when
+    /// pruning at `now`: it is remembered only under an expiry before `now`, and no
+    /// horizon covers `ts`.
+    fn expired(&self, root: &AccountId, nonce: &[u8; 16], ts: u64, now: u64) -> bool {
+        let remembered = self.roots.get(root).and_then(|r| r.timestamps.get(nonce));
+        remembered.is_some_and(|&t| self.expiry(t) < now)
+            && ![self.root_horizon(root), self.horizon].iter().flatten().any(|&h| ts <= h)
+    }
+
     /// The global horizon: nonces of every root dated at or before it are refused.
     pub fn horizon(&self) -> Option<u64> {
         self.horizon
@@ -582,6 +595,9 @@ impl Ledger {
         expires: &dyn Fn(usize) -> u64,
         amount: u64,
     ) -> Result<Reservation> {
+        if path.iter().enumerate().any(|(i, (id, _))| path[..i].iter().any(|(seen, _)| seen == id)) {
+            return Err(Error::input("path", "an account appears twice (the amount would be held on it twice)"));
+        }
         let mut accounts = lock(&self.inner.accounts);
         crate::fault::inject("reserve");
         let fits = path.iter().all(|(id, cap)| {
@@ -645,6 +661,13 @@ impl Ledger {
         let reservation = self.reserve_until(path, &until, amount).map_err(|_| Code::BudgetExhausted)?;
         nonces.insert(root, *nonce, timestamp);
         Ok(reservation)
+    }
+
+    /// Whether `nonce` of `root`, dated `timestamp`, would be refused as a replay at
+    /// `now`, without consuming or pruning anything.
+    pub fn seen(&self, root: &AccountId, nonce: &[u8; 16], timestamp: u64, now: u64) -> bool {
+        let nonces = lock(&self.inner.nonces);
+        nonces.seen(root, nonce, timestamp) && !nonces.expired(root, nonce, timestamp, now)
     }
 
     /// One account's state.
@@ -718,10 +741,21 @@ impl Reservation {
         self
     }
 
-    fn record(&self, kind: Settlement, charged: u64) -> Result<()> {
-        let Some((log, invocation)) = &self.audit else { return Ok(()) };
+    /// Settles the ledger (`charged` spent) and appends the settlement record, under
+    /// the audit log's lock when there is one, so that the log holds settlements in
+    /// the order the ledger saw them. (The audit lock is taken before the accounts
+    /// lock here, and the gate never holds the accounts lock while it takes the audit
+    /// lock, so the two cannot deadlock.) The ledger is settled even when the record
+    /// cannot be written: money spent is never forgotten.
+    fn settle(&self, kind: Settlement, charged: u64) -> Result<()> {
+        let Some((log, invocation)) = &self.audit else {
+            self.ledger.settle(&self.path, self.amount, charged);
+            return Ok(());
+        };
+        let mut log = lock(log);
+        self.ledger.settle(&self.path, self.amount, charged);
         let record = audit::settle_record(kind, self.amount, charged, invocation, &self.path);
-        lock(log).append(&record).map(|_| ())
+        log.append(&record).map(|_| ())
     }
 
     /// Spends `actual` and releases the rest. Charging more than was reserved still
@@ -730,8 +764,7 @@ impl Reservation {
     /// is appended; a record that cannot be written is [`SettleError::Audit`].
     pub fn commit(mut self, actual: u64) -> std::result::Result<(), SettleError> {
         self.settled = true;
-        self.ledger.settle(&self.path, self.amount, actual);
-        self.record(Settlement::Commit, actual).map_err(SettleError::Audit)?;
+        self.settle(Settlement::Commit, actual).map_err(SettleError::Audit)?;
         if actual > self.amount {
             return Err(Overrun { reserved: self.amount, actual }.into());
         }
@@ -742,8 +775,7 @@ impl Reservation {
     /// is a settlement record that could not be written (the ledger is settled).
     pub fn release(mut self) -> Result<()> {
         self.settled = true;
-        self.ledger.settle(&self.path, self.amount, 0);
-        self.record(Settlement::Release, 0)
+        self.settle(Settlement::Release, 0)
     }
 }
 
@@ -751,10 +783,9 @@ impl Drop for Reservation {
     /// Forfeits an unsettled reservation: its amount counts as spent.
     fn drop(&mut self) {
         if !self.settled {
-            self.ledger.settle(&self.path, self.amount, self.amount);
             // A drop has nobody to report to; the ledger holds the charge, and a
             // log that cannot be written fails the next append loudly.
-            let _ = self.record(Settlement::Forfeit, self.amount);
+            let _ = self.settle(Settlement::Forfeit, self.amount);
         }
     }
 }

@@ -139,8 +139,12 @@ fn precheck_consumes_nothing() {
     assert_eq!(g.ledger().nonces_len(NOW), 0);
     assert_eq!(g.ledger().accounts_len(), 0);
     assert_eq!(decide(&g, Request::new(&c, &inv), NOW), Code::Ok);
-    assert_eq!(g.precheck(&Request::new(&c, &inv), NOW), Code::Ok, "replay is not a precheck step");
+    // A replay is refused by the precheck too (read only), so its body is never read.
+    assert_eq!(g.precheck(&Request::new(&c, &inv), NOW), Code::Replay);
     assert_eq!(decide(&g, Request::new(&c, &inv), NOW), Code::Replay);
+    // Later it is stale first, and the precheck prunes nothing.
+    assert_eq!(g.precheck(&Request::new(&c, &inv), NOW + 99), Code::StaleInvocation);
+    assert_eq!(g.ledger().nonces_len(NOW), 1);
 }
 
 #[test]
@@ -230,7 +234,7 @@ fn attack_account_flood_other_root_unaffected() {
     let (attacker, victim, sub) = (key(2), key(3), key(4));
     let a = grant(&attacker, 1_000, NOW + 10_000, 1);
     let ledger = Ledger::with_limits(Limits::new(100, 1_000)).unwrap();
-    assert_eq!(ledger.limits().max_accounts_per_root, 10);
+    assert_eq!(ledger.limits().max_accounts_per_root, 16, "a tenth, but room for a whole chain");
     let g = gate(ledger, 30, 300);
     // The attacker mints delegations: each is a new account under its root.
     let mut refused = 0;
@@ -244,7 +248,7 @@ fn attack_account_flood_other_root_unaffected() {
             other => panic!("unexpected {other}"),
         }
     }
-    assert_eq!(refused, 40 - 9, "the root account plus 9 children fill the root's share of 10");
+    assert_eq!(refused, 40 - 15, "the root account plus 15 children fill the root's share of 16");
     let v = grant(&victim, 10, NOW + 10_000, 2);
     let inv = invoke(&v, &victim, "api/x", 1, NOW, 99, b"");
     assert_eq!(decide(&g, Request::new(&v, &inv), NOW), Code::Ok);

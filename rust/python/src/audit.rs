@@ -231,7 +231,7 @@ impl PyAuditLog {
     }
 
     /// True while records have been written since the last sync (with
-    /// `fsync=True`, only refusals of unauthenticated requests).
+    /// `fsync=True`, only a gate's refusals).
     #[getter]
     fn unsynced(&self) -> bool {
         self.lock().unsynced()

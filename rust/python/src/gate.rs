@@ -72,18 +72,15 @@ fn per_request<'py, T>(
     each: Entry<'_, 'py, T>,
 ) -> PyResult<Vec<Option<T>>> {
     let Some(obj) = obj.filter(|o| !o.is_none()) else { return Ok((0..n).map(|_| None).collect()) };
-    if obj.is_instance_of::<pyo3::types::PyBytes>() || obj.is_instance_of::<pyo3::types::PyString>() {
-        return Err(input(format!(
-            "{name}: expected a list with one entry per request, got {}",
-            convert::type_name(obj)
-        )));
-    }
-    let items: Vec<Bound<'py, PyAny>> = obj
-        .try_iter()
-        .map_err(|_| {
-            input(format!("{name}: expected a list with one entry per request, got {}", convert::type_name(obj)))
-        })?
-        .collect::<PyResult<_>>()?;
+    // A list or tuple only: an unordered collection would pair entries with the wrong requests.
+    let items: Vec<Bound<'py, PyAny>> = if let Ok(list) = obj.cast::<pyo3::types::PyList>() {
+        list.iter().collect()
+    } else if let Ok(tuple) = obj.cast::<PyTuple>() {
+        tuple.iter().collect()
+    } else {
+        let got = convert::type_name(obj);
+        return Err(input(format!("{name}: expected a list or tuple with one entry per request, got {got}")));
+    };
     if items.len() != n {
         return Err(input(format!("{name}: {} entries, expected {n} (one per request)", items.len())));
     }

@@ -53,7 +53,7 @@ impl PyLedger {
     /// An empty ledger holding at most `max_accounts` accounts and remembering at
     /// most `max_nonces` replay nonces, of which one root (the first link of a
     /// chain) may hold at most `max_accounts_per_root` accounts (default: a tenth of
-    /// `max_accounts`, at least 1) and `max_nonces_per_root` nonces (default:
+    /// `max_accounts`, but room for a 16-link chain) and `max_nonces_per_root` nonces (default:
     /// `max_nonces`). Every limit is at least 1 (SPEC §6.9).
     #[new]
     // Literals, so that the text signature (and stubtest) shows them; a test checks
@@ -297,20 +297,22 @@ impl PyReservation {
     /// more than was held charges it all, records an overrun, then raises
     /// `OverrunError`.
     #[pyo3(signature = (actual = None))]
-    fn commit(&self, actual: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+    fn commit(&self, py: Python<'_>, actual: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
         let actual: Option<u64> =
             actual.map(|a| a.extract()).transpose().map_err(|_| input("actual: expected an integer in 0..=2**64-1"))?;
         let r = self.take()?;
         let actual = actual.unwrap_or(self.amount);
-        r.commit(actual).map_err(|e| match e {
+        // A settlement record may be synced to the disk: other threads run meanwhile.
+        py.detach(|| r.commit(actual)).map_err(|e| match e {
             ledger::SettleError::Overrun(o) => OverrunError::new_err((o.to_string(), o.reserved, o.actual)),
             ledger::SettleError::Audit(e) => to_py(e),
         })
     }
 
     /// Releases the whole amount: the statement that nothing was spent.
-    fn release(&self) -> PyResult<()> {
-        self.take()?.release().map_err(to_py)
+    fn release(&self, py: Python<'_>) -> PyResult<()> {
+        let r = self.take()?;
+        py.detach(|| r.release()).map_err(to_py)
     }
 
     fn __enter__(slf: Py<Self>) -> Py<Self> {
@@ -318,8 +320,15 @@ impl PyReservation {
     }
 
     /// Leaving the block unsettled forfeits the amount (counted as spent).
-    fn __exit__(&self, _exc_type: &Bound<'_, PyAny>, _exc: &Bound<'_, PyAny>, _tb: &Bound<'_, PyAny>) -> bool {
-        drop(lock(&self.inner).take());
+    fn __exit__(
+        &self,
+        py: Python<'_>,
+        _exc_type: &Bound<'_, PyAny>,
+        _exc: &Bound<'_, PyAny>,
+        _tb: &Bound<'_, PyAny>,
+    ) -> bool {
+        let r = lock(&self.inner).take();
+        py.detach(|| drop(r));
         false
     }
 

@@ -1,6 +1,9 @@
 """hopgate demo: a realistic delegation workload, verified natively and by the reference.
 
-Run it with ``python -m hopgate.demo`` (``make demo`` does). It
+Run it from a checkout with ``python examples/demo.py`` (``make demo`` installs the package
+into a virtualenv of its own with ``pip install .`` and does). It needs only what
+``pip install hopgate`` brings; with the ``reference`` extra (``pip install
+'hopgate[reference]'``) it also checks a sample against the pure-Python reference. It
 
 1. derives every key from ``--seed`` (principals, who are the trusted issuers, a few
    untrusted "rogue" issuers, and agents), so that the same seed gives the same bytes;
@@ -10,13 +13,15 @@ Run it with ``python -m hopgate.demo`` (``make demo`` does). It
    delegate narrower parts of it to other agents (narrower scope, smaller budget,
    shorter window, less depth);
 3. tampers with about ``--tamper`` of them in named ways, each with the decision code
-   SPEC §4 says a verifier must return (a widening link is encoded and signed
-   directly, with the delegator's real key, since the builders refuse to make one);
-4. verifies all chains with the native ``hopgate.verify_chains`` and a random sample
-   of them with the pure-Python ``hopgate.reference.verify_chains``;
+   docs/SPEC.md §4 says a verifier must return (a widening link is encoded and signed
+   directly, with the delegator's real key, since the builders refuse to make one:
+   ``demo_wire``);
+4. verifies all chains with the native ``hopgate.verify_chains`` and, when the
+   reference extra is installed, a random sample of them with the pure-Python
+   ``hopgate.reference.verify_chains``;
 5. prints the workload, the decisions against the expected ones, and the throughput;
-6. runs the gate scenario of ``hopgate.demo_gate``: agents spending concurrently
-   through delegated budgets, a replay, a stolen chain, a revoked agent.
+6. runs the gate scenario of ``demo_gate``: agents spending concurrently through
+   delegated budgets, a replay, a stolen chain, a revoked agent.
 
 The exit status is 1 when any chain gets another decision than the expected one, or
 when the reference and the native module disagree on any sampled chain.
@@ -31,22 +36,16 @@ import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Dict, List, Optional, Sequence, TextIO, Tuple
+from types import ModuleType
+from typing import Callable, Dict, List, Optional, Sequence, TextIO, Tuple
 
 import numpy as np
 import numpy.typing as npt
 
 import hopgate
-import hopgate.reference
-from hopgate import Code
-from hopgate.reference._wire import (
-    KIND_DELEGATION,
-    KIND_GRANT,
-    LINK_DOMAIN,
-    cap_covers,
-    encode_chain,
-    encode_link_body,
-)
+from demo_gate import run as gate_scenario
+from demo_wire import KIND_DELEGATION, KIND_GRANT, LINK_DOMAIN, cap_covers, encode_chain, encode_link_body
+from hopgate import Chain, Code, Link, SigningKey
 
 __all__ = ["main"]
 
@@ -61,9 +60,6 @@ DECOY_REVOCATIONS = 1_000
 LENGTH_WEIGHTS = (30, 35, 25, 10)
 
 Cap = Tuple[str, str]
-# The native types come without stubs; these aliases say what is meant.
-Key = Any  # hopgate.SigningKey
-Chain = Any  # hopgate.Chain
 
 
 # ---------------------------------------------------------------------------
@@ -249,7 +245,7 @@ def narrowed_terms(family: Family, parent: Terms, remaining: int, rng: random.Ra
 
 
 # ---------------------------------------------------------------------------
-# Tampering: each named way, with the code SPEC §4 requires
+# Tampering: each named way, with the code docs/SPEC.md §4 requires
 # ---------------------------------------------------------------------------
 
 
@@ -333,13 +329,13 @@ class WorkloadBuilder:
             for i, key in enumerate(keys):
                 self.names[key.public_key] = f"{role}#{i}"
 
-    def _key(self, seed: int, role: str, index: int, bar: Progress) -> Key:
+    def _key(self, seed: int, role: str, index: int, bar: Progress) -> SigningKey:
         bar.advance()
         return hopgate.SigningKey.from_seed(derive_seed(seed, role, index))
 
     # -- link builders ------------------------------------------------------
 
-    def _consent_digest(self, issuer: Key, holder: bytes, terms: Terms) -> bytes:
+    def _consent_digest(self, issuer: SigningKey, holder: bytes, terms: Terms) -> bytes:
         """BLAKE3 of the principal's consent record, carried as the grant's meta_digest."""
         record = (
             f"consent/v1 issuer={issuer.public_key.hex()} agent={holder.hex()} "
@@ -348,7 +344,7 @@ class WorkloadBuilder:
         digest: bytes = hopgate.blake3_many([record])[0].tobytes()
         return digest
 
-    def grant(self, issuer: Key, holder: bytes, terms: Terms, session: bytes) -> Chain:
+    def grant(self, issuer: SigningKey, holder: bytes, terms: Terms, session: bytes) -> Chain:
         """A grant made with the public builder."""
         return hopgate.Chain.grant(
             issuer, holder, caps=list(terms.caps), budget=terms.budget, unit=terms.unit,
@@ -357,7 +353,7 @@ class WorkloadBuilder:
             meta_digest=self._consent_digest(issuer, holder, terms),
         )
 
-    def delegate(self, chain: Chain, holder: Key, next_pk: bytes, terms: Terms) -> Chain:
+    def delegate(self, chain: Chain, holder: SigningKey, next_pk: bytes, terms: Terms) -> Chain:
         """A delegation made with the public builder (which refuses any widening)."""
         return chain.delegate(
             holder, next_pk, caps=list(terms.caps), budget=terms.budget, unit=terms.unit,
@@ -368,7 +364,7 @@ class WorkloadBuilder:
     def forge(
         self,
         chain: Optional[Chain],
-        signer: Key,
+        signer: SigningKey,
         holder: bytes,
         terms: Terms,
         issuer: Optional[bytes] = None,
@@ -488,7 +484,7 @@ class WorkloadBuilder:
             return replace(terms, not_before=start, not_after=rng.randint(start + 1, high))
         return terms
 
-    def _widen(self, key: Optional[str], family: Family, parent: Any, terms: Terms) -> Terms:
+    def _widen(self, key: Optional[str], family: Family, parent: Link, terms: Terms) -> Terms:
         """``terms`` made to break exactly one attenuation rule against ``parent``."""
         rng = self.rng
         if key == "scope-widened":
@@ -507,7 +503,7 @@ class WorkloadBuilder:
             return replace(terms, max_depth=parent.max_depth)
         return terms
 
-    def _splice(self, chain: Chain, tail_holder: Key) -> Chain:
+    def _splice(self, chain: Chain, tail_holder: SigningKey) -> Chain:
         """``chain`` plus a delegation link taken from another chain.
 
         The holder at the tail re-signs the lifted body with its own key, so every
@@ -676,9 +672,10 @@ def best_of(
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m hopgate.demo",
-        description="Generate a delegation workload, verify it natively and with the "
-        "pure-Python reference, and check every decision.",
+        prog="python examples/demo.py",
+        description="Generate a delegation workload, verify it natively (and a sample with "
+        "the pure-Python reference, when the reference extra is installed), and check every "
+        "decision.",
     )
     parser.add_argument("--principals", type=int, default=100, help="trusted issuers (100)")
     parser.add_argument("--agents", type=int, default=1000, help="agents (1000)")
@@ -687,7 +684,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                         help="fraction of chains tampered with (0.02)")
     parser.add_argument("--seed", type=int, default=42, help="seed of keys and workload (42)")
     parser.add_argument("--reference-sample", type=int, default=2000,
-                        help="chains also verified by the slow pure-Python reference (2000)")
+                        help="chains also verified by the slow pure-Python reference, which "
+                        "needs pip install 'hopgate[reference]' (2000)")
     args = parser.parse_args(argv)
     if args.principals < 2:
         parser.error("--principals must be at least 2")
@@ -700,6 +698,16 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     if args.reference_sample < 0:
         parser.error("--reference-sample must not be negative")
     return args
+
+
+def load_reference() -> Tuple[Optional[ModuleType], str]:
+    """``hopgate.reference``, or None and why not: it stands on PyNaCl and blake3-py, which
+    only the ``reference`` extra installs."""
+    try:
+        import hopgate.reference
+    except ImportError as e:
+        return None, str(e)
+    return hopgate.reference, ""
 
 
 def pick_sample(work: Workload, size: int, rng: random.Random) -> List[int]:
@@ -777,28 +785,31 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     buffer_seconds, buffer_codes = best_of(3, native_buffer)
 
-    # Reference: a random sample (it runs at roughly 0.3 ms per signature).
-    sample = pick_sample(work, args.reference_sample, random.Random(args.seed + 1))
+    # Reference: a random sample (it runs at roughly 0.3 ms per signature), when installed.
+    reference, missing = load_reference()
+    sample_size = args.reference_sample if reference is not None else 0
+    sample = pick_sample(work, sample_size, random.Random(args.seed + 1))
     sample_chains = [work.chains[i] for i in sample]
     sample_links = sum(work.links[i] for i in sample)
     sample_native_seconds, _ = best_of(3, native(sample_chains))
     # The same, untampered chains only: a batch with a bad signature in it must fall
-    # back to finding exactly which items fail (SPEC §3), which has a cost.
+    # back to finding exactly which items fail (docs/SPEC.md §3), which has a cost.
     clean_idx = [i for i, key in enumerate(work.tamper) if key is None]
     clean_seconds, _ = best_of(3, native([work.chains[i] for i in clean_idx]))
     clean_links = sum(work.links[i] for i in clean_idx)
     reference_codes = np.zeros(len(sample), dtype=np.uint8)
     reference_seconds = 0.0
-    bar = Progress("reference", len(sample))
-    step = 50
-    for start in range(0, len(sample), step):
-        part = sample_chains[start:start + step]
-        began = time.perf_counter()
-        reference_codes[start:start + len(part)] = hopgate.reference.verify_chains(
-            part, work.trusted, now=NOW, session=work.session, revoked=work.revoked)
-        reference_seconds += time.perf_counter() - began
-        bar.advance(len(part))
-    bar.close()
+    if reference is not None and sample:
+        bar = Progress("reference", len(sample))
+        step = 50
+        for start in range(0, len(sample), step):
+            part = sample_chains[start:start + step]
+            began = time.perf_counter()
+            reference_codes[start:start + len(part)] = reference.verify_chains(
+                part, work.trusted, now=NOW, session=work.session, revoked=work.revoked)
+            reference_seconds += time.perf_counter() - began
+            bar.advance(len(part))
+        bar.close()
 
     # Decisions.
     failures = 0
@@ -867,10 +878,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         verdict = "identical" if not disagree.size else "DIFFERENT"
         print(f"  reference decisions on the {len(sample):,} sampled chains: {verdict} "
               "to native", file=out)
+    elif reference is None:
+        print("  reference: not compared: hopgate.reference needs the reference extra, "
+              f"pip install 'hopgate[reference]' ({missing})", file=out)
     else:
         print("  reference: not run (--reference-sample 0)", file=out)
-
-    from .demo_gate import run as gate_scenario
 
     gate_failures = gate_scenario(out)
     for failure in gate_failures:
