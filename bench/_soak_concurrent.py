@@ -41,7 +41,8 @@ import hopgate.reference as ref
 from hopgate import Account, Code
 
 from _soak_craft import invocation_body, sign_invocation
-from _soak_world import GateLike, ReservationLike, World
+from _soak_world import GateLike, World
+from hopgate import ReservationLike
 
 NOW = 1_750_000_000
 SCENARIOS = ("fanout", "dupnonce", "mixed", "chaos")

@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any, Callable, Optional, Protocol, Sequence, Union
 
 import numpy as np
 import numpy.typing as npt
 
 import hopgate
-from hopgate import Account, Decision, Requirement
+from hopgate import Account, Decision, Requirement, ReservationLike
 
 from _soak_craft import (
     HOSTILE_KEYS,
@@ -60,20 +59,6 @@ UNITS = ("usd", "usd-cents", "tokens", "€")
 BUDGETS = (0, 1, 5, 10, 20, 50, 100, 100, 250, 1000, 1000, 10**6, 2**32, 2**63, U64_MAX)
 
 ChainArg = Union[hopgate.Chain, bytes]
-
-
-class ReservationLike(Protocol):
-    """What the soak uses of a ``Reservation`` (native or reference)."""
-
-    @property
-    def amount(self) -> int: ...
-    @property
-    def settled(self) -> bool: ...
-    def commit(self, actual: Optional[int] = None) -> None: ...
-    def release(self) -> None: ...
-    def __enter__(self) -> Any: ...
-    def __exit__(self, exc_type: Optional[type[BaseException]], exc: Optional[BaseException],
-                 tb: Optional[TracebackType]) -> Optional[bool]: ...
 
 
 class LedgerLike(Protocol):

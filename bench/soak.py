@@ -71,7 +71,8 @@ import hopgate.reference as ref
 from hopgate import Account, Code
 
 from _soak_craft import U64_MAX
-from _soak_world import ChainArg, GateLike, ReservationLike, Request, World
+from _soak_world import ChainArg, GateLike, Request, World
+from hopgate import ReservationLike
 
 NOW = 1_750_000_000
 CODE_NAMES = [c.name for c in Code]
