@@ -19,6 +19,9 @@ _BytesLike = Union[bytes, bytearray, memoryview, npt.NDArray[np.uint8], Buffer]
 # Any integer dtype (int64 and int32 are the zero-conversion ones), or a sequence of ints.
 _Offsets = Union[npt.NDArray[np.integer], Sequence[int]]
 _Batch = Union[Sequence[_BytesLike], _BytesLike]
+# The signature rules of SPEC §3: hopgate's own ("strict"), and those of PyNaCl/libsodium
+# and pyca/cryptography/OpenSSL for drop-in verification.
+_Rule = Literal["strict", "libsodium", "openssl"]
 
 __all__ = [
     "AuditLog",
@@ -175,9 +178,14 @@ class Chain:
     @property
     def revocation_ids(self) -> list[bytes]: ...
 
-def verify(msg: _BytesLike, sig: _BytesLike, pk: _BytesLike) -> bool: ...
+def verify(msg: _BytesLike, sig: _BytesLike, pk: _BytesLike, *, rule: _Rule = "strict") -> bool: ...
 def verify_batch(
-    msgs: _Batch, sigs: _Batch, pks: _Batch, *, offsets: Optional[_Offsets] = None
+    msgs: _Batch,
+    sigs: _Batch,
+    pks: _Batch,
+    *,
+    offsets: Optional[_Offsets] = None,
+    rule: _Rule = "strict",
 ) -> npt.NDArray[np.bool_]: ...
 def verify_chains(
     chains: Union[Sequence[Union[_BytesLike, Chain]], _BytesLike],

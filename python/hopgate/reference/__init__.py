@@ -5,7 +5,9 @@ API and the same decisions as the native module: the honest baseline that
 benchmarks compare against, and the oracle of the differential tests.
 
 Where libsodium's Ed25519 rule differs from SPEC §3 (it checks the cofactorless
-equation), ``verify`` adds the missing checks in Python; see ``_ed25519``.
+equation), ``verify`` adds the missing checks in Python; see ``_ed25519``. The
+drop-in rules (``verify(..., rule="libsodium")`` and ``rule="openssl"``) are answered
+by PyNaCl and pyca/cryptography themselves.
 """
 
 from __future__ import annotations

@@ -1,8 +1,13 @@
-"""Ed25519 for the reference: SPEC §3's signature rule, signing keys, batch verify.
+"""Ed25519 for the reference: SPEC §3's signature rules, signing keys, batch verify.
 
-SPEC §3 accepts a signature iff A (the public key) and R are canonical encodings
-of curve points, neither is of small order, S < L, and the *cofactored* equation
-``[8][S]B == [8]R + [8][k]A`` holds with ``k = SHA-512(R || A || M) mod L``.
+``rule="strict"`` (the default) is hopgate's own rule, built below. The drop-in rules
+are the libraries themselves: ``rule="libsodium"`` asks PyNaCl and ``rule="openssl"``
+asks pyca/cryptography, so the reference answers as they do by construction.
+
+SPEC §3.1 (the strict rule) accepts a signature iff A (the public key) and R are
+canonical encodings of curve points, neither is of small order, S < L, and the
+*cofactored* equation ``[8][S]B == [8]R + [8][k]A`` holds with
+``k = SHA-512(R || A || M) mod L``.
 
 libsodium (through PyNaCl) checks the *cofactorless* equation
 ``[S]B == R + [k]A`` and a slightly different set of encoding rules. So this
@@ -16,7 +21,7 @@ the two equations disagree.
 from __future__ import annotations
 
 import hashlib
-from typing import Optional, Tuple
+from typing import Callable, Dict, Literal, Optional, Tuple
 
 import nacl.bindings
 import nacl.exceptions
@@ -39,6 +44,9 @@ __all__ = [
 PUBLIC_KEY_LEN = 32
 SIGNATURE_LEN = 64
 SEED_LEN = 32
+
+# The names ``rule=`` takes (SPEC §3): hopgate's own, then the two drop-in rules.
+Rule = Literal["strict", "libsodium", "openssl"]
 
 # ---------------------------------------------------------------------------
 # Edwards25519 arithmetic (RFC 8032 §5.1), integers mod p, extended coordinates.
@@ -188,13 +196,59 @@ def _verify_bytes(msg: bytes, sig: bytes, pk: bytes) -> bool:
     return _cofactored_equation(msg, sig, pk, a, r)
 
 
-def verify(msg: object, sig: object, pk: object) -> bool:
-    """Whether ``sig`` is a valid signature of ``msg`` by ``pk`` under SPEC §3.
+def _verify_libsodium(msg: bytes, sig: bytes, pk: bytes) -> bool:
+    """PyNaCl's answer: libsodium's ``crypto_sign_open`` on ``sig || msg``."""
+    if len(sig) != SIGNATURE_LEN or len(pk) != PUBLIC_KEY_LEN:
+        return False
+    try:
+        nacl.bindings.crypto_sign_open(sig + msg, pk)
+        return True
+    except nacl.exceptions.BadSignatureError:
+        return False
 
-    Returns False (never raises) when ``sig`` is not 64 bytes or ``pk`` is not
-    32 bytes; raises ``InputError`` only when an argument is not bytes-like.
+
+def _verify_openssl(msg: bytes, sig: bytes, pk: bytes) -> bool:
+    """pyca/cryptography's answer: ``Ed25519PublicKey.verify`` (OpenSSL)."""
+    # Imported here: the other rules, and the rest of the reference, do not need it.
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    if len(sig) != SIGNATURE_LEN or len(pk) != PUBLIC_KEY_LEN:
+        return False
+    try:
+        Ed25519PublicKey.from_public_bytes(pk).verify(sig, msg)
+        return True
+    except InvalidSignature:
+        return False
+
+
+# What each ``rule=`` name calls, the default first.
+_RULES: Dict[str, Callable[[bytes, bytes, bytes], bool]] = {
+    "strict": _verify_bytes,
+    "libsodium": _verify_libsodium,
+    "openssl": _verify_openssl,
+}
+
+
+def _rule(rule: object) -> Callable[[bytes, bytes, bytes], bool]:
+    """The check that ``rule`` names, else ``InputError`` listing the three names."""
+    check = _RULES.get(rule) if isinstance(rule, str) else None
+    if check is None:
+        got = repr(rule) if isinstance(rule, str) else f"an object of type {type(rule).__name__}"
+        raise InputError(f'invalid rule: expected "strict", "libsodium" or "openssl", got {got}')
+    return check
+
+
+def verify(msg: object, sig: object, pk: object, *, rule: Rule = "strict") -> bool:
+    """Whether ``sig`` is a valid signature of ``msg`` by ``pk`` under ``rule``.
+
+    ``rule`` is ``"strict"`` (SPEC §3.1, hopgate's rule), ``"libsodium"`` (what PyNaCl
+    accepts) or ``"openssl"`` (what pyca/cryptography accepts); anything else raises
+    ``InputError``. Returns False (never raises) when ``sig`` is not 64 bytes or ``pk``
+    is not 32 bytes; raises ``InputError`` when an argument is not bytes-like.
     """
-    return _verify_bytes(as_bytes(msg, "msg"), as_bytes(sig, "sig"), as_bytes(pk, "pk"))
+    check = _rule(rule)
+    return check(as_bytes(msg, "msg"), as_bytes(sig, "sig"), as_bytes(pk, "pk"))
 
 
 def verify_batch(
@@ -203,8 +257,10 @@ def verify_batch(
     pks: object,
     *,
     offsets: object | None = None,
+    rule: Rule = "strict",
 ) -> npt.NDArray[np.bool_]:
-    """``[verify(m, s, k) for m, s, k in zip(msgs, sigs, pks)]`` as a numpy bool array.
+    """``[verify(m, s, k, rule=rule) for m, s, k in zip(msgs, sigs, pks)]`` as a numpy
+    bool array.
 
     ``msgs`` is a list of bytes-like objects, or one buffer with ``offsets``
     (n + 1 integers, Arrow layout). ``sigs`` and ``pks`` are lists of
@@ -214,12 +270,13 @@ def verify_batch(
     A plain loop: this is the baseline the native batch verifier is measured
     against, and by construction it answers exactly as ``verify`` does.
     """
+    check = _rule(rule)
     messages = batch_items(msgs, offsets, "msgs")
     n = len(messages)
     signatures = fixed_items(sigs, n, SIGNATURE_LEN, "sigs")
     keys = fixed_items(pks, n, PUBLIC_KEY_LEN, "pks")
     return np.array(
-        [_verify_bytes(m, s, k) for m, s, k in zip(messages, signatures, keys)],
+        [check(m, s, k) for m, s, k in zip(messages, signatures, keys)],
         dtype=np.bool_,
     )
 

@@ -3,13 +3,16 @@
 //! `cargo run --release --example profile_batch -p hopgate-core [n] [bad_every]`
 //! Prints per-signature microseconds for each step of `sig::verify_batch`, measured on
 //! the same primitives it uses, and the whole call on one thread and on all cores.
+//! Last, for the item-by-item rules: small batches on the calling thread and on rayon's
+//! pool, which is what `ITEMWISE_PARALLEL_THRESHOLD` is set from.
 
 use std::time::Instant;
 
 use curve25519_dalek::edwards::{CompressedEdwardsY, EdwardsPoint};
 use curve25519_dalek::scalar::Scalar;
 use curve25519_dalek::traits::VartimeMultiscalarMul;
-use hopgate_core::sig::{verify, verify_batch, Message, SigItem, SigningKey};
+use hopgate_core::sig::{verify, verify_batch, verify_with, Message, Rule, SigItem, SigningKey};
+use rayon::prelude::*;
 use sha2::{Digest, Sha512};
 
 fn per_item(label: &str, n: usize, f: impl FnOnce()) {
@@ -65,4 +68,20 @@ fn main() {
     per_item(&format!("verify_batch, all cores, 1 in {bad_every} bad"), n, || {
         assert_eq!(verify_batch(&bad).iter().filter(|&&v| !v).count(), n.div_ceil(bad_every))
     });
+    for rule in [Rule::Libsodium, Rule::Openssl] {
+        for m in [2, 4, 8, 16, 32, 256] {
+            let few = &items[..m.min(n)];
+            let reps = 200;
+            let time = |f: &dyn Fn() -> usize| {
+                let t = Instant::now();
+                for _ in 0..reps {
+                    assert_eq!(f(), few.len());
+                }
+                t.elapsed().as_secs_f64() * 1e6 / (reps * few.len()) as f64
+            };
+            let serial = time(&|| few.iter().filter(|it| verify_with(rule, it.msg, it.sig, it.pk)).count());
+            let parallel = time(&|| few.par_iter().filter(|it| verify_with(rule, it.msg, it.sig, it.pk)).count());
+            println!("{rule:<9} n = {m:<3} serial {serial:>7.2} µs/sig, rayon {parallel:>7.2} µs/sig");
+        }
+    }
 }

@@ -1,6 +1,7 @@
 //! hopgate-core: every rule of hopgate, in pure Rust with no Python in it.
 //!
-//! - [`sig`]: keys and the one Ed25519 signature rule (SPEC §3), single and batched.
+//! - [`sig`]: keys and the Ed25519 signature rules (SPEC §3): hopgate's strict rule, single
+//!   and batched, and the drop-in rules of libsodium and OpenSSL.
 //! - [`wire`]: the byte format of chains and invocations (SPEC §2), total parsing.
 //! - [`chain`]: building chains that attenuate, and verifying many chains at once (SPEC §1, §4).
 //! - [`hash`]: BLAKE3 and SHA-256 over many messages.

@@ -1,19 +1,28 @@
-//! Keys and the one signature rule of SPEC §3, for single and batch verification.
+//! Keys and the signature rules of SPEC §3, for single and batch verification.
 //!
-//! Accept iff A and R are canonical encodings of curve points, neither is of small
-//! order, S < L, and the cofactored equation `[8][S]B == [8]R + [8][k]A` holds with
-//! `k = SHA-512(R || A || M) mod L`.
+//! hopgate's own rule, [`Rule::Strict`] (SPEC §3.1), is the one every chain and
+//! invocation is judged by: accept iff A and R are canonical encodings of curve points,
+//! neither is of small order, S < L, and the cofactored equation
+//! `[8][S]B == [8]R + [8][k]A` holds with `k = SHA-512(R || A || M) mod L`.
 //!
-//! Why batch and single can never disagree (except with probability about 2^-128):
-//! every encoding check runs per item before any batching, and both paths test the
-//! *cofactored* equation. The batch tests `[8](Σ z_i R_i + Σ z_i k_i A_i - (Σ z_i S_i) B)
-//! == 0` for random 128-bit `z_i`. Multiplying by 8 removes every torsion component,
-//! so a set of individually valid items always passes, and an invalid item leaves a
-//! non-zero prime-order component that survives the random combination except with
-//! probability ~2^-128. When a group fails we bisect down to single checks, so the
-//! answer names exactly the failing items. (The cofactorless equation does not have
-//! this property: torsion in R or A makes batch and single answers differ, which is
-//! the failure "Taming the many EdDSAs" catalogues.)
+//! [`Rule::Libsodium`] and [`Rule::Openssl`] (SPEC §3.4) answer as libsodium's and
+//! OpenSSL's verifiers do, for code that replaces one of them and must accept and
+//! refuse exactly what it did. Both check the cofactorless equation by re-encoding
+//! `[S]B - [k]A` and comparing bytes with R; they differ in which encodings of A and R
+//! they refuse first. Neither is batchable (torsion makes a cofactorless batch answer
+//! differ from the single one), so they run item by item.
+//!
+//! Why batch and single can never disagree under the strict rule (except with
+//! probability about 2^-128): every encoding check runs per item before any batching,
+//! and both paths test the *cofactored* equation. The batch tests
+//! `[8](Σ z_i R_i + Σ z_i k_i A_i - (Σ z_i S_i) B) == 0` for random 128-bit `z_i`.
+//! Multiplying by 8 removes every torsion component, so a set of individually valid
+//! items always passes, and an invalid item leaves a non-zero prime-order component
+//! that survives the random combination except with probability ~2^-128. When a group
+//! fails we bisect down to single checks, so the answer names exactly the failing
+//! items. (The cofactorless equation does not have this property: torsion in R or A
+//! makes batch and single answers differ, which is the failure "Taming the many
+//! EdDSAs" catalogues.)
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
@@ -78,6 +87,62 @@ pub struct SigItem<'a> {
     pub sig: &'a [u8],
     /// The public key (32 bytes to be valid).
     pub pk: &'a [u8],
+}
+
+/// Which signature rule judges a signature (SPEC §3).
+///
+/// Only [`Rule::Strict`] is hopgate's contract: chains, invocations and gates always use
+/// it. The other two accept and refuse exactly what a widely used library does, so that
+/// code which verified with that library can switch without a signature changing side.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Rule {
+    /// SPEC §3.1: A and R canonical and not of small order, S < L, the cofactored
+    /// equation. The only batchable rule.
+    #[default]
+    Strict,
+    /// What libsodium's `crypto_sign_ed25519_verify_detached` accepts (PyNaCl).
+    Libsodium,
+    /// What OpenSSL's `ossl_ed25519_verify` accepts (pyca/cryptography).
+    Openssl,
+}
+
+impl Rule {
+    /// Every rule, the default first.
+    pub const ALL: [Rule; 3] = [Rule::Strict, Rule::Libsodium, Rule::Openssl];
+
+    /// The rule's name, as the Python API spells it.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Rule::Strict => "strict",
+            Rule::Libsodium => "libsodium",
+            Rule::Openssl => "openssl",
+        }
+    }
+
+    /// The rule called `name`; any other name is an input error that lists the three.
+    pub fn from_name(name: &str) -> Result<Rule> {
+        Rule::ALL.into_iter().find(|r| r.name() == name).ok_or_else(|| Rule::unknown(&format!("{name:?}")))
+    }
+
+    /// The input error for a rule argument that is `what` (a quoted name, or a
+    /// description of a value that is not a name at all); it lists the three names.
+    pub fn unknown(what: &str) -> Error {
+        Error::input("rule", format!("expected \"strict\", \"libsodium\" or \"openssl\", got {what}"))
+    }
+}
+
+impl std::str::FromStr for Rule {
+    type Err = Error;
+
+    fn from_str(name: &str) -> Result<Rule> {
+        Rule::from_name(name)
+    }
+}
+
+impl std::fmt::Display for Rule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 /// An Ed25519 signing key (RFC 8032). Not `Clone`: a secret has one owner; its
@@ -184,16 +249,25 @@ const P_BYTES: [u8; 32] = {
     p
 };
 
+/// The y of a point encoding: the 32 bytes with bit 255 (the sign of x) cleared.
+fn y_bits(b: &[u8; 32]) -> [u8; 32] {
+    let mut y = *b;
+    y[31] &= 0x7f;
+    y
+}
+
+/// `y < p` for a little-endian 255-bit `y`, compared from the most significant byte down.
+fn below_p(y: &[u8; 32]) -> bool {
+    y.iter().rev().zip(P_BYTES.iter().rev()).find(|(a, p)| a != p).is_some_and(|(a, p)| a < p)
+}
+
 /// True iff `b` is the canonical encoding of a field element y < p with the sign bit
 /// not set on a point whose x is zero. The only such points are y = 1 and y = p - 1,
 /// both of small order, but the encoding rule is stated on its own so that the
 /// reasons for rejection stay separate.
 fn is_canonical(b: &[u8; 32]) -> bool {
-    let mut y = *b;
-    y[31] &= 0x7f;
-    // y < p, compared from the most significant byte down.
-    let below_p = y.iter().rev().zip(P_BYTES.iter().rev()).find(|(a, p)| a != p).is_some_and(|(a, p)| a < p);
-    if !below_p {
+    let y = y_bits(b);
+    if !below_p(&y) {
         return false;
     }
     let sign = b[31] & 0x80 != 0;
@@ -261,7 +335,7 @@ fn holds_single(p: &Prepared) -> bool {
     (sb_minus_ka - p.r).mul_by_cofactor().is_identity()
 }
 
-/// Verifies one signature under the rule of SPEC §3.
+/// Verifies one signature under the strict rule of SPEC §3.1.
 pub fn verify(msg: Message<'_>, sig: &[u8], pk: &[u8]) -> bool {
     let Ok(a_bytes) = <&[u8; 32]>::try_from(pk) else { return false };
     let Some(a) = decode_point(a_bytes) else { return false };
@@ -375,4 +449,136 @@ fn group_holds(group: &[Prepared], rng: &mut ChaCha20Rng) -> bool {
     }
     let sum = EdwardsPoint::vartime_multiscalar_mul(scalars, points) + EdwardsPoint::mul_base(&b_coeff);
     sum.mul_by_cofactor().is_identity()
+}
+
+/// Verifies one signature under `rule`; [`Rule::Strict`] is [`verify`].
+pub fn verify_with(rule: Rule, msg: Message<'_>, sig: &[u8], pk: &[u8]) -> bool {
+    match rule {
+        Rule::Strict => verify(msg, sig, pk),
+        Rule::Libsodium => verify_libsodium(msg, sig, pk),
+        Rule::Openssl => verify_openssl(msg, sig, pk),
+    }
+}
+
+/// Below this many signatures the item-by-item rules run on the calling thread. Each
+/// item costs a whole double-scalar multiplication and an inversion (about 35 µs);
+/// handing a call to rayon's pool costs about 10 µs in all (measured with
+/// `examples/profile_batch.rs`, its last lines, where no second core was free). With
+/// c free cores a batch of n saves about n × 35 × (1 − 1/c) µs, so the pool wins from
+/// two or three items on; eight leaves a margin for a busy pool.
+pub const ITEMWISE_PARALLEL_THRESHOLD: usize = 8;
+
+/// Verifies many signatures under `rule`; `out[i]` is exactly
+/// `verify_with(rule, items[i])`.
+///
+/// [`Rule::Strict`] is [`verify_batch`] (one multiscalar multiplication per group). The
+/// drop-in rules test the cofactorless equation, which no batch equation can reproduce
+/// item for item (torsion in A or R makes the combined answer differ from the single
+/// one), so they run item by item, on rayon's pool from
+/// [`ITEMWISE_PARALLEL_THRESHOLD`] items on.
+pub fn verify_batch_with(items: &[SigItem<'_>], rule: Rule) -> Vec<bool> {
+    let check: fn(Message<'_>, &[u8], &[u8]) -> bool = match rule {
+        Rule::Strict => return verify_batch(items),
+        Rule::Libsodium => verify_libsodium,
+        Rule::Openssl => verify_openssl,
+    };
+    if items.len() >= ITEMWISE_PARALLEL_THRESHOLD {
+        items.par_iter().map(|it| check(it.msg, it.sig, it.pk)).collect()
+    } else {
+        items.iter().map(|it| check(it.msg, it.sig, it.pk)).collect()
+    }
+}
+
+// The drop-in rules (SPEC §3.4). Both libraries derive from the ref10 code of
+// SUPERCOP and share its equation: decode A, compute `[S]B - [k]A`, encode it
+// canonically and compare the 32 bytes with R. They differ only in what they refuse
+// before that. dalek's arithmetic computes the same points as theirs; where its
+// decoding could differ from the C, the comment at the check says why it does not.
+
+/// libsodium's list of small-order encodings, compared with bit 255 ignored: the y
+/// of each of the eight points of small order (five values: 1, p − 1, 0 and the two of
+/// order 8) and the two non-canonical aliases of small-order y below 2^255 (p for 0,
+/// p + 1 for 1). Comparing y alone also catches x = 0 written with the sign bit set.
+fn libsodium_small_order_ys() -> &'static [[u8; 32]] {
+    static YS: OnceLock<Vec<[u8; 32]>> = OnceLock::new();
+    YS.get_or_init(|| {
+        let mut ys: Vec<[u8; 32]> = Vec::with_capacity(7);
+        let p_plus_1 = {
+            let mut b = P_BYTES;
+            b[0] += 1; // 0xed + 1: no carry
+            b
+        };
+        let torsion = EIGHT_TORSION.iter().map(|t| y_bits(&t.compress().to_bytes()));
+        for y in torsion.chain([P_BYTES, p_plus_1]) {
+            if !ys.contains(&y) {
+                ys.push(y);
+            }
+        }
+        ys
+    })
+}
+
+/// Whether libsodium's `ge25519_has_small_order` refuses the encoding `b`.
+fn on_libsodium_small_order_list(b: &[u8; 32]) -> bool {
+    libsodium_small_order_ys().contains(&y_bits(b))
+}
+
+/// The cofactorless check both libraries end with: with
+/// `k = SHA-512(R_bytes || A_bytes || M) mod L`, the canonical encoding of
+/// `[S]B - [k]A` equals the 32 bytes of R. Being a byte comparison with a canonical
+/// encoding, it refuses every non-canonical R (y ≥ p, or x = 0 with the sign bit set)
+/// without decoding R at all. `k` multiplies A's torsion component as the integer
+/// `k mod L`, exactly as the C's double-scalar multiplication does.
+fn cofactorless_holds(r_bytes: &[u8; 32], a_bytes: &[u8; 32], a: &EdwardsPoint, s: &Scalar, msg: Message<'_>) -> bool {
+    let k = challenge(r_bytes, a_bytes, msg);
+    EdwardsPoint::vartime_double_scalar_mul_basepoint(&k, &-a, s).compress().as_bytes() == r_bytes
+}
+
+/// What libsodium's `crypto_sign_ed25519_verify_detached` accepts (its default build,
+/// without `ED25519_COMPAT`, as PyNaCl ships it).
+fn verify_libsodium(msg: Message<'_>, sig: &[u8], pk: &[u8]) -> bool {
+    crate::fault::inject("verify");
+    let Ok(a_bytes) = <&[u8; 32]>::try_from(pk) else { return false };
+    // S < L (`sc25519_is_canonical`): refuses the malleable S + L.
+    let Some((r_bytes, s)) = split_sig(sig) else { return false };
+    // R not on the small-order list: a small-order R lets one signature verify for
+    // several messages. Only the list is consulted; R is not decoded, so a
+    // non-canonical R that is not on it goes on to the equation, where the byte
+    // comparison refuses it.
+    if on_libsodium_small_order_list(r_bytes) {
+        return false;
+    }
+    // A canonical (`ge25519_is_canonical`: y < p, the sign bit ignored) and not on the
+    // small-order list (a small-order key makes forgeries trivial). The only canonical
+    // y with x = 0 are 1 and p − 1, both on the list, so the sign bit of x = 0 never
+    // reaches decoding.
+    if !below_p(&y_bits(a_bytes)) || on_libsodium_small_order_list(a_bytes) {
+        return false;
+    }
+    // A decodes (`ge25519_frombytes_negate_vartime`): x^2 = (y^2 − 1)/(d y^2 + 1) has a
+    // root. For y < p dalek's decompression takes the same root and sign; libsodium
+    // returns −A where we negate in the equation.
+    let Some(a) = CompressedEdwardsY(*a_bytes).decompress() else { return false };
+    cofactorless_holds(r_bytes, a_bytes, &a, &s, msg)
+}
+
+/// What OpenSSL's `ossl_ed25519_verify` accepts (crypto/ec/curve25519.c, as
+/// pyca/cryptography ships it), for PureEdDSA (no context, no prehash).
+fn verify_openssl(msg: Message<'_>, sig: &[u8], pk: &[u8]) -> bool {
+    crate::fault::inject("verify");
+    let Ok(a_bytes) = <&[u8; 32]>::try_from(pk) else { return false };
+    // S < L, the only check OpenSSL makes on the signature's bytes before the equation
+    // (it compares S with L byte by byte from the top). R is never decoded or checked:
+    // a small-order or non-canonical R is judged by the final byte comparison alone.
+    let Some((r_bytes, s)) = split_sig(sig) else { return false };
+    // A decodes as `ge_frombytes_vartime` decodes it, and nothing more: no canonical
+    // check and no small-order check, so an A of small order, or written with y ≥ p,
+    // or with x = 0 and the sign bit set, is accepted as the point it decodes to, and
+    // the hash takes A's bytes as given. dalek's decompression agrees on each point
+    // where a stricter decoder would not: `FieldElement::from_bytes` drops bit 255 and
+    // does not reduce, so y ≥ p stands for y − p as in the C's `fe_frombytes`; and the
+    // sign is applied by negating x, which leaves x = 0 as it is, as the C's `fe_neg`
+    // does.
+    let Some(a) = CompressedEdwardsY(*a_bytes).decompress() else { return false };
+    cofactorless_holds(r_bytes, a_bytes, &a, &s, msg)
 }

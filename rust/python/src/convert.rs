@@ -1,6 +1,6 @@
 //! Conversions from Python values to what the core takes: bytes-like objects, batches
 //! (a list of bytes-like objects, or one buffer plus Arrow-style offsets), fixed-size
-//! byte arrays and key sets, integers in range, and the text form. Every other module
+//! byte arrays and key sets, integers in range, the text form and signature rules. Every other module
 //! of the bindings uses these; this one uses none of them.
 //!
 //! Zero-copy rules (also in docs/FORMAT.md §2): memory is borrowed, and read
@@ -354,6 +354,24 @@ pub fn text(obj: &Bound<'_, PyAny>, name: &str) -> PyResult<String> {
     match obj.cast::<pyo3::types::PyString>() {
         Ok(s) => s.extract::<String>().map_err(|_| input(format!("{name}: not encodable as UTF-8"))),
         Err(_) => Err(input(format!("{name}: expected str, got {}", type_name(obj)))),
+    }
+}
+
+/// A `rule=` argument: a `str` naming one of the core's signature rules
+/// (`hopgate_core::sig::Rule`). Anything else is an `InputError` that lists the three,
+/// raised as it is (PyO3 rewraps only a `TypeError` from an argument's extraction).
+pub struct RuleArg(pub hopgate_core::sig::Rule);
+
+impl FromPyObject<'_, '_> for RuleArg {
+    type Error = PyErr;
+
+    fn extract(obj: Borrowed<'_, '_, PyAny>) -> PyResult<Self> {
+        use hopgate_core::sig::Rule;
+        let name = match obj.cast::<pyo3::types::PyString>() {
+            Ok(s) => s.to_string_lossy().into_owned(),
+            Err(_) => return Err(to_py(Rule::unknown(&format!("an object of type {}", type_name(&obj))))),
+        };
+        Rule::from_name(&name).map(RuleArg).map_err(to_py)
     }
 }
 

@@ -1,13 +1,13 @@
 //! `SigningKey`, `verify` and `verify_batch`.
 
-use hopgate_core::sig::{self, Message, SigItem, SigningKey};
+use hopgate_core::sig::{self, Message, Rule, SigItem, SigningKey};
 use hopgate_macros::guarded;
 use numpy::PyArray1;
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
-use crate::convert::{self, source};
+use crate::convert::{self, source, RuleArg};
 use crate::errors::{input, to_py};
 
 /// An Ed25519 signing key (RFC 8032). It cannot be copied or pickled; its secret is
@@ -68,28 +68,44 @@ impl PySigningKey {
     }
 }
 
-/// True iff `sig` is a valid signature of `msg` by `pk` under SPEC §3. Wrong lengths
-/// are simply invalid (False), never an exception.
+/// True iff `sig` is a valid signature of `msg` by `pk` under `rule` (SPEC §3):
+/// `"strict"` (hopgate's rule, the default), `"libsodium"` (what PyNaCl accepts) or
+/// `"openssl"` (what pyca/cryptography accepts). Wrong lengths are simply invalid
+/// (False), never an exception; an unknown rule is an `InputError`.
 #[guarded]
 #[pyfunction]
-pub fn verify(py: Python<'_>, msg: &Bound<'_, PyAny>, sig: &Bound<'_, PyAny>, pk: &Bound<'_, PyAny>) -> PyResult<bool> {
+#[pyo3(signature = (msg, sig, pk, *, rule = RuleArg(Rule::Strict)), text_signature = "(msg, sig, pk, *, rule='strict')")]
+pub fn verify(
+    py: Python<'_>,
+    msg: &Bound<'_, PyAny>,
+    sig: &Bound<'_, PyAny>,
+    pk: &Bound<'_, PyAny>,
+    rule: RuleArg,
+) -> PyResult<bool> {
+    let RuleArg(rule) = rule;
     let (msg, sig, pk) = (source(msg, &|| "msg".into())?, source(sig, &|| "sig".into())?, source(pk, &|| "pk".into())?);
     let (msg, sig, pk) = (msg.as_slice(), sig.as_slice(), pk.as_slice());
-    Ok(py.detach(|| sig::verify(Message::plain(msg), sig, pk)))
+    Ok(py.detach(|| sig::verify_with(rule, Message::plain(msg), sig, pk)))
 }
 
-/// `verify` over many items at once; returns a numpy bool array. Items are
-/// checked in one batched multiscalar multiplication, on all cores, GIL released.
+/// `verify` over many items at once, under one `rule`; returns a numpy bool array.
+/// Under `"strict"` items are checked in one batched multiscalar multiplication; the
+/// other rules check item by item. Either way on all cores, GIL released.
 #[guarded]
 #[pyfunction]
-#[pyo3(signature = (msgs, sigs, pks, *, offsets = None))]
+#[pyo3(
+    signature = (msgs, sigs, pks, *, offsets = None, rule = RuleArg(Rule::Strict)),
+    text_signature = "(msgs, sigs, pks, *, offsets=None, rule='strict')"
+)]
 pub fn verify_batch<'py>(
     py: Python<'py>,
     msgs: &Bound<'py, PyAny>,
     sigs: &Bound<'py, PyAny>,
     pks: &Bound<'py, PyAny>,
     offsets: Option<&Bound<'py, PyAny>>,
+    rule: RuleArg,
 ) -> PyResult<Bound<'py, PyArray1<bool>>> {
+    let RuleArg(rule) = rule;
     let msgs = convert::variable(msgs, offsets, "msgs")?;
     let sigs = convert::fixed(sigs, sig::SIGNATURE_LEN, "sigs")?;
     let pks = convert::fixed(pks, sig::PUBLIC_KEY_LEN, "pks")?;
@@ -105,7 +121,7 @@ pub fn verify_batch<'py>(
     let out = py.detach(|| {
         let items: Vec<SigItem<'_>> =
             m.iter().zip(&s).zip(&k).map(|((m, s), k)| SigItem { msg: Message::plain(m), sig: s, pk: k }).collect();
-        sig::verify_batch(&items)
+        sig::verify_batch_with(&items, rule)
     });
     Ok(PyArray1::from_vec(py, out))
 }
