@@ -16,7 +16,7 @@ import json
 import os
 import platform
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
 import blake3
 import nacl.signing
@@ -78,6 +78,44 @@ def bench_verify(quick: bool) -> list[dict[str, Any]]:
                     case=f"n={n} {'one key' if shared else 'distinct keys'}",
                     native_us=t_native * 1e6,
                     peers_us={"PyNaCl loop": t_nacl * 1e6, "cryptography loop": t_crypto * 1e6, "reference": t_ref * 1e6},
+                )
+            )
+    return rows
+
+
+def bench_rules(quick: bool) -> list[dict[str, Any]]:
+    """The drop-in rules against the library each one answers like: one signature, and
+    a batch of distinct keys (each rule checks item by item, on all cores)."""
+    rows = []
+    for n in (1, 4096):
+        msgs, sigs, pks = signatures(n, False)
+        reps = 3 if quick else (300 if n == 1 else 5)
+
+        def pynacl() -> None:
+            for m, s, k in zip(msgs, sigs, pks):
+                nacl.signing.VerifyKey(k).verify(m, s)
+
+        def crypto() -> None:
+            for m, s, k in zip(msgs, sigs, pks):
+                Ed25519PublicKey.from_public_bytes(k).verify(s, m)
+
+        cases: list[tuple[Literal["libsodium", "openssl"], str, Callable[[], None]]] = [
+            ("libsodium", "PyNaCl loop", pynacl),
+            ("openssl", "cryptography loop", crypto),
+        ]
+        for rule, peer, loop in cases:
+            if n == 1:
+                m, s, k = msgs[0], sigs[0], pks[0]
+                t_native = best(lambda: hopgate.verify(m, s, k, rule=rule), reps)
+            else:
+                t_native = best(lambda: hopgate.verify_batch(msgs, sigs, pks, rule=rule), reps) / n
+            assert hopgate.verify_batch(msgs, sigs, pks, rule=rule).all()
+            rows.append(
+                dict(
+                    bench="verify rule",
+                    case=f"{rule}, {'one call' if n == 1 else f'batch of {n} distinct keys'}",
+                    native_us=t_native * 1e6,
+                    peers_us={peer: best(loop, reps) / n * 1e6},
                 )
             )
     return rows
@@ -404,6 +442,7 @@ def chart(rows: list[dict[str, Any]], path: str) -> None:
 
 SECTIONS: dict[str, Callable[[bool], list[dict[str, Any]]]] = {
     "verify": bench_verify,
+    "rules": bench_rules,
     "chains": bench_chains,
     "gate": bench_gate,
     "ledger": bench_ledger,
