@@ -236,6 +236,12 @@ class Builder:
     def take(self, n: int) -> bytes:
         return bytes(self.f.ConsumeBytes(n))
 
+    def rule(self) -> str:
+        """A signature rule argument, as source text: none (strict) most often, each
+        drop-in rule (where the reference answers through PyNaCl or cryptography), or
+        a name that is not a rule."""
+        return ["", "", ", rule='strict'", ", rule='libsodium'", ", rule='openssl'", ", rule='sodium'"][self.num(0, 5)]
+
     def pick(self, seq: Any) -> Any:
         return seq[self.num(0, len(seq) - 1)]
 
@@ -649,7 +655,7 @@ def op_verify(b: Builder) -> Program:
     if b.num(0, 3) == 3:
         p = b.content(PK_PARTS)
     args = [("msg", b.buffer(m)), ("sig", b.buffer(s)), ("pk", b.buffer(p))]
-    return "verify", args, "out = impl.verify(msg, sig, pk)"
+    return "verify", args, f"out = impl.verify(msg, sig, pk{b.rule()})"
 
 
 def op_verify_batch(b: Builder) -> Program:
@@ -661,10 +667,11 @@ def op_verify_batch(b: Builder) -> Program:
         sigs.pop()
     data, offs = b.vbatch(msgs)
     args = [("msgs", data), ("sigs", b.fbatch(sigs, 64)), ("pks", b.fbatch(pks, 32))]
-    call = "out = impl.verify_batch(msgs, sigs, pks)"
+    rule = b.rule()
+    call = f"out = impl.verify_batch(msgs, sigs, pks{rule})"
     if offs is not None:
         args.append(("offsets", offs))
-        call = "out = impl.verify_batch(msgs, sigs, pks, offsets=offsets)"
+        call = f"out = impl.verify_batch(msgs, sigs, pks, offsets=offsets{rule})"
     return "verify_batch", args, call
 
 
