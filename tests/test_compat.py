@@ -22,6 +22,7 @@ import random
 import subprocess
 import sys
 import textwrap
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, List, Optional, Tuple
 
@@ -764,3 +765,29 @@ def test_joserfc_accepts_the_key() -> None:
     for forged in (tamper(token, 1), tamper(token, 2)):
         with pytest.raises(JoseBadSignature):
             jose_jwt.decode(forged, key, algorithms=["Ed25519"])
+
+
+def test_authlib_accepts_the_key() -> None:
+    from authlib.deprecate import AuthlibDeprecationWarning  # type: ignore[import-untyped]
+
+    with warnings.catch_warnings():
+        # authlib.jose warns, on import, that authlib will move it to joserfc (a filter
+        # set after authlib.deprecate's own "always").
+        warnings.simplefilter("ignore", AuthlibDeprecationWarning)
+        from authlib.jose import JsonWebSignature, JsonWebToken, OKPKey  # type: ignore[import-untyped]
+        from authlib.jose.errors import BadSignatureError as AuthlibBadSignature  # type: ignore[import-untyped]
+
+    private = ed25519.Ed25519PrivateKey.generate()
+    ours = Ed25519PublicKey.from_public_bytes(private.public_key().public_bytes_raw())
+    assert OKPKey.import_key(ours).public_key is ours  # authlib verifies with the object it was given
+    jwt_eddsa = JsonWebToken(["EdDSA"])
+    token = jwt_eddsa.encode({"alg": "EdDSA"}, {"sub": "alice", "n": 1}, private).decode()
+    assert jwt_eddsa.decode(token, ours) == {"sub": "alice", "n": 1}
+    assert JsonWebSignature(["EdDSA"]).deserialize_compact(token, ours)["payload"] == b'{"sub":"alice","n":1}'
+    for forged in (tamper(token, 1), tamper(token, 2)):
+        for key in (private.public_key(), ours):
+            with pytest.raises(AuthlibBadSignature):
+                jwt_eddsa.decode(forged, key)
+    other = Ed25519PublicKey.from_public_bytes(ed25519.Ed25519PrivateKey.generate().public_key().public_bytes_raw())
+    with pytest.raises(AuthlibBadSignature):
+        jwt_eddsa.decode(token, other)

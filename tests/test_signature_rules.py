@@ -8,7 +8,8 @@ library accepts hopgate accepts, and whatever it refuses hopgate refuses. The re
 signatures, then single-bit flips and non-canonical scalars, then R and A replaced by
 every small-order and non-canonical encoding, then triples built so that exactly the
 edge cases where the rules part ways verify (keys of small and of mixed order, an R of
-small order).
+small order). Wycheproof's Ed25519 vectors are judged the same way, and under the strict
+rule every vector Wycheproof calls invalid must be refused.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Callable, Literal, Optional, Tuple
 
 import nacl.bindings
 import nacl.exceptions
+import nacl.signing
 import numpy as np
 import pytest
 from cryptography.exceptions import InvalidSignature
@@ -450,3 +452,122 @@ def test_rule_argument(impl: object) -> None:
             assert all(name in str(info.value) for name in RULES)
     with pytest.raises(TypeError):
         verify(b"m", sig, key.public_key, "strict")  # rule is keyword-only
+
+
+# ---------------------------------------------------------------------------
+# Wycheproof's Ed25519 vectors (tests/vectors/wycheproof_ed25519.json).
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WycheproofVector:
+    tc_id: int
+    comment: str
+    flags: Tuple[str, ...]
+    msg: bytes
+    sig: bytes
+    pk: bytes
+    valid: bool  # Wycheproof's result: "valid" (True) or "invalid" (False)
+
+    def __str__(self) -> str:
+        return f"tcId {self.tc_id} {list(self.flags)} {self.comment!r}"
+
+
+@functools.lru_cache(maxsize=1)
+def wycheproof() -> Tuple[WycheproofVector, ...]:
+    data = json.loads((VECTORS / "wycheproof_ed25519.json").read_text())
+    out = []
+    for case in data["cases"]:
+        assert case["result"] in ("valid", "invalid"), case  # the file has no "acceptable"
+        out.append(
+            WycheproofVector(
+                tc_id=case["tcId"],
+                comment=case["comment"],
+                flags=tuple(case["flags"]),
+                msg=bytes.fromhex(case["msg"]),
+                sig=bytes.fromhex(case["sig"]),
+                pk=bytes.fromhex(case["pk"]),
+                valid=case["result"] == "valid",
+            )
+        )
+    return tuple(out)
+
+
+def pynacl_detached(msg: bytes, sig: bytes, pk: bytes) -> bool:
+    """PyNaCl's answer to a detached signature. ``VerifyKey.verify`` refuses a signature
+    that is not 64 bytes with ``ValueError`` before libsodium sees it (``crypto_sign_open``
+    on ``sig + msg`` would instead split the bytes at 64 and judge another message)."""
+    try:
+        nacl.signing.VerifyKey(pk).verify(msg, sig)
+    except nacl.exceptions.BadSignatureError:
+        return False
+    except ValueError:
+        assert len(sig) != 64
+        return False
+    return True
+
+
+WYCHEPROOF_LIBRARY: dict[str, Callable[[bytes, bytes, bytes], bool]] = {
+    "libsodium": pynacl_detached,
+    "openssl": cryptography_accepts,
+}
+
+
+def test_wycheproof_vectors_file() -> None:
+    data = json.loads((VECTORS / "wycheproof_ed25519.json").read_text())
+    assert data["source"]["repository"] == "https://github.com/C2SP/wycheproof"
+    assert data["source"]["path"] == "testvectors_v1/ed25519_test.json"
+    assert len(data["source"]["commit"]) == 40 and data["licence"].startswith("Apache-2.0")
+    vectors = wycheproof()
+    assert len({v.tc_id for v in vectors}) == len(vectors) == 151
+    assert sum(v.valid for v in vectors) == 88
+    lengths = Counter(len(v.sig) for v in vectors if not v.valid)
+    assert lengths[64] >= 40 and sum(n for size, n in lengths.items() if size != 64) >= 10
+    assert all(len(v.pk) == 32 for v in vectors)
+
+
+@pytest.mark.parametrize("rule", DROP_IN)
+def test_wycheproof_native_equals_the_library(rule: Rule) -> None:
+    vectors = wycheproof()
+    msgs, sigs, pks = [v.msg for v in vectors], [v.sig for v in vectors], [v.pk for v in vectors]
+    theirs = [WYCHEPROOF_LIBRARY[rule](v.msg, v.sig, v.pk) for v in vectors]
+    for name, impl in (("native", hopgate), ("reference", hopgate.reference)):
+        answers = {
+            "verify": [impl.verify(v.msg, v.sig, v.pk, rule=rule) for v in vectors],
+            "verify_batch": impl.verify_batch(msgs, sigs, pks, rule=rule).tolist(),
+        }
+        for call, ours in answers.items():
+            wrong = [f"{v}: hopgate {o}, library {t}" for v, o, t in zip(vectors, ours, theirs) if o != t]
+            assert not wrong, f"{name} {call}, rule {rule}: " + "; ".join(wrong)
+    # Not vacuous: the library accepts exactly the vectors Wycheproof calls valid (88),
+    # so hopgate, by the equality above, accepts 88 and refuses 63.
+    assert [v.tc_id for v, t in zip(vectors, theirs) if t] == [v.tc_id for v in vectors if v.valid]
+    assert sum(theirs) == 88
+
+
+@pytest.mark.parametrize("impl", [hopgate, hopgate.reference], ids=["native", "reference"])
+def test_wycheproof_strict_refuses_every_invalid_vector(impl: object) -> None:
+    verify: Callable[..., bool] = getattr(impl, "verify")
+    verify_batch: Callable[..., np.ndarray] = getattr(impl, "verify_batch")
+    vectors = wycheproof()
+    single = [verify(v.msg, v.sig, v.pk, rule="strict") for v in vectors]
+    batch = verify_batch([v.msg for v in vectors], [v.sig for v in vectors], [v.pk for v in vectors], rule="strict")
+    assert batch.tolist() == single
+    accepted_invalid = [str(v) for v, ok in zip(vectors, single) if ok and not v.valid]
+    assert not accepted_invalid, "strict accepts what Wycheproof calls invalid: " + "; ".join(accepted_invalid)
+    # Not vacuous: every kind of invalid vector is among those refused, and the valid
+    # ones (Wycheproof's, all of canonical encodings and prime-order keys) are accepted.
+    refused_flags = Counter(f for v, ok in zip(vectors, single) if not ok for f in v.flags)
+    for flag in (
+        "InvalidSignature",
+        "InvalidEncoding",
+        "SignatureMalleability",
+        "TruncatedSignature",
+        "SignatureWithGarbage",
+        "CompressedSignature",
+        "InvalidKtv",
+    ):
+        assert refused_flags[flag] > 0, flag
+    assert sum(not ok for ok in single) == 63
+    assert [v.tc_id for v, ok in zip(vectors, single) if ok] == [v.tc_id for v in vectors if v.valid]
+    assert sum(single) == 88
