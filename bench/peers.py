@@ -103,6 +103,19 @@ def bench_rules(quick: bool) -> list[dict[str, Any]]:
             ("libsodium", "PyNaCl loop", pynacl),
             ("openssl", "cryptography loop", crypto),
         ]
+        if n == 1:
+            from hopgate.compat.nacl import VerifyKey
+
+            m, s, k = msgs[0], sigs[0], pks[0]
+            ours, theirs = VerifyKey(k), nacl.signing.VerifyKey(k)
+            rows.append(
+                dict(
+                    bench="drop-in",
+                    case="compat.nacl VerifyKey.verify, one call",
+                    native_us=best(lambda: ours.verify(m, s), reps) * 1e6,
+                    peers_us={"PyNaCl VerifyKey.verify": best(lambda: theirs.verify(m, s), reps) * 1e6},
+                )
+            )
         for rule, peer, loop in cases:
             if n == 1:
                 m, s, k = msgs[0], sigs[0], pks[0]
