@@ -1,6 +1,7 @@
 # hopgate: every task from a fresh machine that has Rust and Python 3.9+.
 #   make demo   installs the package alone (pip install .) in target/venv-demo and runs examples/demo.py
-#   make test   builds, then runs cargo test (core) and pytest (bindings, reference, differential)
+#   make test   builds, then runs cargo test (core), pytest (bindings, reference, differential), mypy,
+#               stubtest and a fuzz smoke
 #   make bench  benchmarks against the reference and peers (PyNaCl, cryptography, biscuit-python)
 
 PYTHON ?= python3

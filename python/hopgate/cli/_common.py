@@ -338,8 +338,8 @@ class ProgressBar:
 # ---------------------------------------------------------------------------
 
 TIME_HELP = (
-    "unix seconds, ISO-8601 with a zone (2026-11-22T10:00:00Z), now, or +SECONDS / +2h relative to now; "
-    "0..2**64-1"
+    "unix seconds, ISO-8601 with a zone (2026-11-22T10:00:00Z), now, or +SECONDS / +2h relative to now "
+    "(a negative one with an = sign: --now=-1h); 0..2**64-1"
 )
 PUBLIC_HELP = f"a public key: 64 hex digits, bare or as {PUBLIC_KEY_LABEL}:HEX"
 KEYS_HELP = (
