@@ -34,8 +34,11 @@ GATE_RECORD_LEN = 2 + 8 + 32 + 32
 #: First byte of a settlement record ("S").
 SETTLE_RECORD_KIND = 0x53
 _SETTLE_FIXED = 2 + 8 + 8 + 32 + 1
-_HEADER_LEN = 32
-_FRAME_TRAILER = 32 + 32
+#: Bytes in a log's header, and what a frame adds around its body (length, chain value,
+#: tag): the framing every reader of a log walks.
+HEADER_LEN = 32
+FRAME_OVERHEAD = 4 + 32 + 32
+_FRAME_TRAILER = FRAME_OVERHEAD - 4
 
 
 @dataclass(frozen=True)
@@ -164,8 +167,8 @@ def log_records(log: BinaryIO, end: int) -> Iterator[bytes]:
     file ``log`` up to byte ``end``. It only walks the framing: verify the log first
     (``audit_verify``) and pass the verified length (``report.bytes``); ``ValueError``
     where the framing does not hold."""
-    log.seek(_HEADER_LEN)
-    pos = _HEADER_LEN
+    log.seek(HEADER_LEN)
+    pos = HEADER_LEN
     while pos < end:
         head = log.read(4)
         size = int.from_bytes(head, "little")

@@ -21,7 +21,7 @@ from typing import BinaryIO, Literal, Optional, Union
 
 from blake3 import blake3
 
-from .._audit import AuditReport
+from .._audit import FRAME_OVERHEAD, HEADER_LEN, AuditReport
 from ..errors import AuditError, InputError
 from ._batch import as_bytes, batch_items
 
@@ -34,8 +34,6 @@ __all__ = ["AuditLog", "Receipt", "audit_verify"]
 
 MAGIC = b"HGA1"
 VERSION = 1
-HEADER_LEN = 32
-FRAME_OVERHEAD = 4 + 32 + 32
 MAX_RECORD = 1 << 24
 _KEY_ID_CONTEXT = b"hopgate audit key id v1"
 _RECEIPT_DOMAIN = b"HGR1"

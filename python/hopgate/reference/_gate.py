@@ -12,8 +12,8 @@ and what the route requires (``require=(ability, resource, price)``): the
 invocation must name exactly that ability and resource (else ``SCOPE_DENIED``,
 judged before the last link's scope) and sign a cost of at least ``price``
 (else ``COST_BELOW_PRICE``, judged after ``COST_EXCEEDS_GRANT`` and before
-``STALE_INVOCATION``). ``Gate.precheck`` runs every step up to the staleness
-check and consumes, reserves and records nothing.
+``STALE_INVOCATION``). ``Gate.precheck`` runs every step up to the replay
+check (read only) and consumes, reserves and records nothing.
 
 Chain-level rules come from ``_chain`` (the same functions ``verify_chains``
 uses), so the gate cannot drift from the verifier. Signatures are verified one

@@ -505,6 +505,14 @@ struct Inner {
     nonces: Mutex<NonceSet>,
 }
 
+/// Refuses a path that names one account twice: the amount would be held on it twice.
+fn distinct(path: &[(AccountId, u64)]) -> Result<()> {
+    if path.iter().enumerate().any(|(i, (id, _))| path[..i].iter().any(|(seen, _)| seen == id)) {
+        return Err(Error::input("path", "an account appears twice (the amount would be held on it twice)"));
+    }
+    Ok(())
+}
+
 /// The ledger. Cloning it shares it (gates given one ledger share budgets and nonces);
 /// authority lives in [`Budget`] and [`Reservation`], which cannot be cloned.
 #[derive(Clone)]
@@ -573,9 +581,7 @@ impl Ledger {
         if path.is_empty() {
             return Err(Error::input("path", "a budget needs at least one account"));
         }
-        if path.iter().enumerate().any(|(i, (id, _))| path[..i].iter().any(|(seen, _)| seen == id)) {
-            return Err(Error::input("path", "an account appears twice (the amount would be held on it twice)"));
-        }
+        distinct(&path)?;
         Ok(Budget { ledger: self.clone(), path })
     }
 
@@ -595,9 +601,7 @@ impl Ledger {
         expires: &dyn Fn(usize) -> u64,
         amount: u64,
     ) -> Result<Reservation> {
-        if path.iter().enumerate().any(|(i, (id, _))| path[..i].iter().any(|(seen, _)| seen == id)) {
-            return Err(Error::input("path", "an account appears twice (the amount would be held on it twice)"));
-        }
+        distinct(path)?;
         let mut accounts = lock(&self.inner.accounts);
         crate::fault::inject("reserve");
         let fits = path.iter().all(|(id, cap)| {

@@ -1,6 +1,7 @@
 //! `Gate`: SPEC §6 in front of every request.
 
 use hopgate_core::gate::{Gate, GateConfig, Request, Requirement};
+use hopgate_core::Code;
 use hopgate_macros::guarded;
 use numpy::PyArray1;
 use pyo3::prelude::*;
@@ -28,16 +29,20 @@ pub struct PyGate {
     audit: Option<Py<PyAuditLog>>,
 }
 
+/// `hopgate.Code(code)`.
+fn code_object(py: Python<'_>, code: Code) -> PyResult<Bound<'_, PyAny>> {
+    static CODE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    CODE.import(py, "hopgate._codes", "Code")?.call1((code as u8,))
+}
+
 fn decision<'py>(
     py: Python<'py>,
-    code: u8,
+    code: Code,
     reservation: Option<Py<PyReservation>>,
     receipt: Option<PyReceipt>,
 ) -> PyResult<Bound<'py, PyAny>> {
     static DECISION: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-    static CODE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-    let code = CODE.import(py, "hopgate._codes", "Code")?.call1((code,))?;
-    DECISION.import(py, "hopgate._decision", "Decision")?.call1((code, reservation, receipt))
+    DECISION.import(py, "hopgate._decision", "Decision")?.call1((code_object(py, code)?, reservation, receipt))
 }
 
 /// A requirement as Python gives it: `(ability, resource, price)`, or None.
@@ -196,13 +201,13 @@ impl PyGate {
         let mut out = py.detach(|| self.gate.check_requests(&[request], now)).map_err(to_py)?;
         let outcome = out.pop().ok_or_else(|| input("no outcome"))?;
         let receipt = outcome.receipt.map(|receipt| PyReceipt { receipt });
-        decision(py, outcome.code as u8, reservation_object(py, outcome.reservation)?, receipt)
+        decision(py, outcome.code, reservation_object(py, outcome.reservation)?, receipt)
     }
 
-    /// What `check` would decide before the replay and budget steps (`Code.OK` when
-    /// they are all that is left), with no payload bound: it consumes no nonce,
-    /// reserves nothing and writes no audit record. A server calls it to
-    /// authenticate a request before reading its body.
+    /// What `check` would decide before the budget step (`Code.OK` when it is all
+    /// that is left), with no payload bound and the replay check read only: it
+    /// consumes no nonce, reserves nothing and writes no audit record. A server calls
+    /// it to authenticate a request, and refuse a replayed one, before reading its body.
     #[pyo3(signature = (chain, invocation, now = None, *, require = None))]
     fn precheck<'py>(
         &self,
@@ -212,7 +217,6 @@ impl PyGate {
         now: Option<&Bound<'py, PyAny>>,
         require: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        static CODE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
         let c = crate::chain::chain_source(chain, &|| "chain".into())?;
         let i = convert::source(invocation, &|| "invocation".into())?;
         let require = requirement(require, &|| "require".into())?;
@@ -220,7 +224,7 @@ impl PyGate {
         let request =
             Request { chain: c.as_slice(), invocation: i.as_slice(), payload: None, require: borrow(&require) };
         let code = py.detach(|| self.gate.precheck(&request, now));
-        CODE.import(py, "hopgate._codes", "Code")?.call1((code as u8,))
+        code_object(py, code)
     }
 
     /// Decides many requests in input order (a later request sees the nonces and
