@@ -20,6 +20,8 @@ from ._decision import Account, Decision, ReceiptLike, Requirement, ReservationL
 from .errors import (
     AffineError,
     AuditError,
+    LeaseExpiredError,
+    StoreError,
     InternalError,
     BudgetExhaustedError,
     DelegationError,
@@ -117,6 +119,8 @@ __all__ = [
     "Account",
     "AffineError",
     "AuditError",
+    "LeaseExpiredError",
+    "StoreError",
     "InternalError",
     "AuditLog",
     "AuditReport",

@@ -17,6 +17,8 @@ __all__ = [
     "OverrunError",
     "BudgetExhaustedError",
     "AuditError",
+    "StoreError",
+    "LeaseExpiredError",
     "InternalError",
 ]
 
@@ -95,6 +97,23 @@ class AuditError(HopgateError):
         super().__init__(message)
         self.record = record
         self.offset = offset
+
+
+class StoreError(HopgateError, OSError):
+    """A durable ledger store (SPEC §5.8) failed: it could not be reached, did not
+    answer within the ledger's ``timeout``, or returned an error.
+
+    A gate that meets it allows nothing of the call (the request or the whole batch),
+    and what a store step did not finish it did not do: a step is one transaction or
+    one script call.
+    """
+
+
+class LeaseExpiredError(HopgateError):
+    """A reservation was settled after its lease had forfeited it (SPEC §5.8).
+
+    The forfeit stands: its full amount counts as spent, and nothing changed now.
+    """
 
 
 class InternalError(HopgateError, RuntimeError):

@@ -18,6 +18,8 @@ from .._decision import Account, Decision, Requirement
 from ..errors import (
     AffineError,
     AuditError,
+    LeaseExpiredError,
+    StoreError,
     InternalError,
     BudgetExhaustedError,
     DelegationError,
@@ -68,6 +70,8 @@ __all__ = [
     "Requirement",
     "Account",
     "AuditError",
+    "LeaseExpiredError",
+    "StoreError",
     "InternalError",
     "AuditLog",
     "AuditReport",
