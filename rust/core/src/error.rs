@@ -125,6 +125,13 @@ pub enum Error {
         /// The operating system's message.
         reason: String,
     },
+    /// A durable ledger store failed (SPEC §5.8): unreachable, too slow, or an error.
+    /// Nothing of the step it failed took effect.
+    #[error("ledger store failed: {reason}")]
+    Store {
+        /// What failed, and how.
+        reason: String,
+    },
     /// An audit log that does not verify where it must (see [`crate::audit`]).
     #[error("audit log damaged at {}, offset {offset}: {reason}", match record { Some(i) => format!("record {i}"), None => "the header".to_string() })]
     Audit {
@@ -141,7 +148,9 @@ impl Error {
     /// The decision a verifier gives for this error.
     pub fn code(&self) -> Code {
         match self {
-            Error::Malformed { .. } | Error::Input { .. } | Error::Io { .. } | Error::Audit { .. } => Code::Malformed,
+            Error::Malformed { .. } | Error::Input { .. } | Error::Io { .. } | Error::Audit { .. } | Error::Store { .. } => {
+                Code::Malformed
+            }
             Error::Refused { code, .. } => *code,
         }
     }

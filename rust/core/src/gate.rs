@@ -9,6 +9,7 @@ use rayon::prelude::*;
 use crate::audit::{self, AuditLog, Receipt};
 use crate::chain::{self, Policy};
 use crate::ledger::{self, Ledger, Reservation};
+use crate::store::Admission;
 use crate::sig::{self, Message, SigItem};
 use crate::wire::{Chain, Invocation, INVOKE_DOMAIN};
 use crate::{Code, Error, Result};
@@ -224,7 +225,7 @@ impl Gate {
         let prechecked = Mutex::new(VerifiedCache::new(config.cache_size.min(PRECHECKED)));
         // The ledger remembers nonces for the longest window of any gate on it, so
         // no gate sharing it can admit what another still holds fresh.
-        ledger.retain(config.replay_window);
+        ledger.retain(config.replay_window)?;
         Ok(Gate { config, revoked: RwLock::new(revoked), ledger, cache, prechecked, audit: None })
     }
 
@@ -292,10 +293,32 @@ impl Gate {
             ));
         }
         let (parsed, verdicts) = self.verify(requests, now);
+        // (f) replay and (g) the ledger, for every request that passed the rest, as one
+        // step of the ledger's store (one transaction or script call per root).
+        let paths: Vec<Option<(Vec<(ledger::AccountId, u64)>, Vec<u64>)>> = parsed
+            .iter()
+            .zip(&verdicts)
+            .map(|(p, v)| match (p, v) {
+                (Ok(p), Ok(())) => {
+                    Some((ledger::chain_path(&p.chain), p.chain.links.iter().map(|l| l.not_after).collect()))
+                }
+                _ => None,
+            })
+            .collect();
+        let admissions: Vec<Admission<'_>> = parsed
+            .iter()
+            .zip(&paths)
+            .filter_map(|(p, path)| {
+                let (Ok(p), Some((path, expires))) = (p, path) else { return None };
+                Some(Admission { nonce: p.inv.nonce, timestamp: p.inv.timestamp, path, expires, amount: p.inv.cost })
+            })
+            .collect();
+        let mut admitted =
+            if admissions.is_empty() { Vec::new() } else { self.ledger.admit(now, &admissions)? }.into_iter();
         let mut outcomes = Unsettled(Vec::with_capacity(parsed.len()));
         for (p, verdict) in parsed.iter().zip(verdicts) {
             let code = match (p, verdict) {
-                (Ok(p), Ok(())) => match self.admit(p, now) {
+                (Ok(_), Ok(())) => match admitted.next().unwrap_or(Err(Code::BudgetExhausted)) {
                     Ok(reservation) => {
                         outcomes.0.push(Outcome { code: Code::Ok, reservation: Some(reservation), receipt: None });
                         continue;
@@ -343,13 +366,16 @@ impl Gate {
     /// audit record (it may cache a verified chain). A server calls it to authenticate
     /// a request before reading its body, so that a replayed request is refused
     /// before its body is read.
-    pub fn precheck(&self, request: &Request<'_>, now: u64) -> Code {
+    ///
+    /// A durable store that fails to answer the replay check is an error: nothing is
+    /// decided.
+    pub fn precheck(&self, request: &Request<'_>, now: u64) -> Result<Code> {
         let request = Request { payload: None, ..*request };
         let (parsed, verdicts) = self.verify(std::slice::from_ref(&request), now);
         let mut code = verdicts.into_iter().next().map_or(Code::Ok, |v| v.err().unwrap_or(Code::Ok));
         if let (Code::Ok, Some(Ok(p))) = (code, parsed.first()) {
             let root = p.chain.first().revocation_id();
-            if self.ledger.seen(&root, p.inv.nonce, p.inv.timestamp, now) {
+            if self.ledger.seen(&root, p.inv.nonce, p.inv.timestamp, now)? {
                 code = Code::Replay;
             }
         }
@@ -359,7 +385,7 @@ impl Gate {
                 .unwrap_or_else(PoisonError::into_inner)
                 .insert(prechecked_key(&p.digest, request.invocation));
         }
-        code
+        Ok(code)
     }
 
     /// Steps (a) to (f) before the replay check, for every request of a batch.
@@ -482,10 +508,4 @@ impl Gate {
         Ok(())
     }
 
-    /// Steps (f) replay and (g) the ledger, as one step of the ledger.
-    fn admit(&self, p: &Parsed<'_>, now: u64) -> std::result::Result<Reservation, Code> {
-        let path = ledger::chain_path(&p.chain);
-        let expires: Vec<u64> = p.chain.links.iter().map(|l| l.not_after).collect();
-        self.ledger.admit(p.inv.nonce, now, p.inv.timestamp, &path, &expires, p.inv.cost)
-    }
 }

@@ -15,8 +15,10 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
 use crate::audit::{self, AuditLog, Settlement};
+use crate::store::{Admission, Held, Settled, Step, Store, StoreKind, Url};
 use crate::{Code, Error, Result};
 
 /// An account's key: the revocation id (BLAKE3 of the signature) of a link.
@@ -57,6 +59,14 @@ pub enum SettleError {
     /// The settlement record could not be appended to the audit log.
     #[error(transparent)]
     Audit(Error),
+    /// A durable store failed while settling: the reservation is left to its lease,
+    /// which forfeits it (never less than the truth is charged).
+    #[error(transparent)]
+    Store(Error),
+    /// The reservation's lease forfeited it before: its full amount (held here)
+    /// stands as spent, and nothing changed now.
+    #[error("the reservation's lease expired before it was settled: its {0} stands as spent")]
+    LeaseExpired(u64),
 }
 
 /// `commit(actual)` charged more than was reserved. The charge stands.
@@ -500,7 +510,8 @@ impl NonceSet {
     }
 }
 
-struct Inner {
+/// The memory store: today's ledger, in this process (SPEC §5.1 to §5.7).
+struct Memory {
     accounts: Mutex<Accounts>,
     nonces: Mutex<NonceSet>,
 }
@@ -513,20 +524,6 @@ fn distinct(path: &[(AccountId, u64)]) -> Result<()> {
     Ok(())
 }
 
-/// The ledger. Cloning it shares it (gates given one ledger share budgets and nonces);
-/// authority lives in [`Budget`] and [`Reservation`], which cannot be cloned.
-#[derive(Clone)]
-pub struct Ledger {
-    inner: Arc<Inner>,
-    limits: Limits,
-}
-
-impl Default for Ledger {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 // A panic while a lock is held cannot leave an account half-updated: every update
 // below is computed first and written without any call that can panic, so a
 // poisoned lock is still consistent and is simply taken over.
@@ -534,75 +531,11 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-impl Ledger {
-    /// An empty ledger with the default [`Limits`].
-    pub fn new() -> Self {
-        Self::with_limits(Limits::default()).expect("the default limits are valid")
-    }
-
-    /// An empty ledger that remembers at most what `limits` allows.
-    pub fn with_limits(limits: Limits) -> Result<Self> {
-        for (name, v) in [
-            ("max_accounts", limits.max_accounts),
-            ("max_nonces", limits.max_nonces),
-            ("max_accounts_per_root", limits.max_accounts_per_root),
-            ("max_nonces_per_root", limits.max_nonces_per_root),
-        ] {
-            if v == 0 {
-                return Err(Error::input(name, "must be at least 1"));
-            }
-        }
-        let inner = Inner {
-            accounts: Mutex::new(Accounts::new(limits.max_accounts, limits.max_accounts_per_root)),
-            nonces: Mutex::new(NonceSet::new(limits.max_nonces, limits.max_nonces_per_root)),
-        };
-        Ok(Ledger { inner: Arc::new(inner), limits })
-    }
-
-    /// Keeps every nonce for at least `window` seconds after its timestamp: a gate
-    /// calls this with its replay window, so that no gate sharing the ledger can
-    /// admit a nonce another gate still considers fresh.
-    pub fn retain(&self, window: u64) {
-        lock(&self.inner.nonces).retain(window);
-    }
-
-    /// The longest replay window of any gate on this ledger (0 before any).
-    pub fn replay_window(&self) -> u64 {
-        lock(&self.inner.nonces).retention()
-    }
-
-    /// What this ledger remembers at most.
-    pub fn limits(&self) -> Limits {
-        self.limits
-    }
-
-    /// A budget handle on `path` (account id, cap), root first.
-    pub fn budget(&self, path: Vec<(AccountId, u64)>) -> Result<Budget> {
-        if path.is_empty() {
-            return Err(Error::input("path", "a budget needs at least one account"));
-        }
-        distinct(&path)?;
-        Ok(Budget { ledger: self.clone(), path })
-    }
-
-    /// Reserves `amount` on every account of `path`, atomically; accounts are created
-    /// on first use with the cap given (an existing account keeps its cap) and never
-    /// expire. Fails, changing nothing, unless every account has room and the ledger
-    /// may open the new ones (`max_accounts`).
-    pub fn reserve(&self, path: &[(AccountId, u64)], amount: u64) -> Result<Reservation> {
-        self.reserve_until(path, &|_| NEVER, amount)
-    }
-
-    /// [`Ledger::reserve`] where account `i` of `path` may be forgotten after
-    /// `expires(i)` (a link's `not_after`).
-    fn reserve_until(
-        &self,
-        path: &[(AccountId, u64)],
-        expires: &dyn Fn(usize) -> u64,
-        amount: u64,
-    ) -> Result<Reservation> {
-        distinct(path)?;
-        let mut accounts = lock(&self.inner.accounts);
+impl Memory {
+    /// Reserves `amount` on every account of `path`, where account `i` may be
+    /// forgotten after `expires(i)`.
+    fn reserve_until(&self, path: &[(AccountId, u64)], expires: &dyn Fn(usize) -> u64, amount: u64) -> Result<Held> {
+        let mut accounts = lock(&self.accounts);
         crate::fault::inject("reserve");
         let fits = path.iter().all(|(id, cap)| {
             let acc = accounts.map.get(id).map_or(Account { cap: *cap, ..Account::default() }, |s| s.account);
@@ -625,86 +558,239 @@ impl Ledger {
             // Cannot overflow: spent + reserved + amount <= cap <= u64::MAX was checked.
             accounts.open(*id, *cap, expires(i), path[0].0).reserved += amount;
         }
-        Ok(Reservation {
-            ledger: self.clone(),
-            path: path.iter().map(|(id, _)| *id).collect(),
-            amount,
-            settled: false,
-            audit: None,
-        })
+        Ok(Held { id: [0; 16], path: path.iter().map(|(id, _)| *id).collect(), amount })
     }
 
-    /// Replay check and reservation as one step (SPEC §5.7, codes 16 and 17): `nonce`,
-    /// dated `timestamp`, must be unused under the path's root at `now`; then
-    /// `amount` is reserved on `path`; only when both succeed is the nonce remembered
-    /// (for the ledger's retention, [`Ledger::retain`]). Two requests with one nonce
-    /// can never both pass, and a refused request consumes nothing.
-    ///
-    /// `path` comes from [`chain_path`]: account `i` may be forgotten once
-    /// `expires[i]` (link `i`'s `not_after`) has passed and nothing is reserved on it.
-    pub fn admit(
-        &self,
-        nonce: &[u8; 16],
-        now: u64,
-        timestamp: u64,
-        path: &[(AccountId, u64)],
-        expires: &[u64],
-        amount: u64,
-    ) -> std::result::Result<Reservation, Code> {
-        let Some(&(root, _)) = path.first() else { return Err(Code::BudgetExhausted) };
-        let mut nonces = lock(&self.inner.nonces);
+    /// SPEC §5.7 for one request.
+    fn admit_one(&self, now: u64, a: &Admission<'_>) -> std::result::Result<Held, Code> {
+        let Some(&(root, _)) = a.path.first() else { return Err(Code::BudgetExhausted) };
+        let mut nonces = lock(&self.nonces);
         nonces.prune(now);
-        if nonces.seen(&root, nonce, timestamp) {
+        if nonces.seen(&root, a.nonce, a.timestamp) {
             return Err(Code::Replay);
         }
         {
-            let mut accounts = lock(&self.inner.accounts);
+            let mut accounts = lock(&self.accounts);
             accounts.now = accounts.now.max(now);
         }
-        let until = |i: usize| expires.get(i).copied().unwrap_or(NEVER);
-        let reservation = self.reserve_until(path, &until, amount).map_err(|_| Code::BudgetExhausted)?;
-        nonces.insert(root, *nonce, timestamp);
-        Ok(reservation)
+        let until = |i: usize| a.expires.get(i).copied().unwrap_or(NEVER);
+        let held = self.reserve_until(a.path, &until, a.amount).map_err(|_| Code::BudgetExhausted)?;
+        nonces.insert(root, *a.nonce, a.timestamp);
+        Ok(held)
+    }
+}
+
+impl Store for Memory {
+    fn kind(&self) -> StoreKind {
+        StoreKind::Memory
+    }
+
+    fn retain(&self, window: u64) -> Result<()> {
+        lock(&self.nonces).retain(window);
+        Ok(())
+    }
+
+    fn replay_window(&self) -> u64 {
+        lock(&self.nonces).retention()
+    }
+
+    fn admit(&self, now: u64, batch: &[Admission<'_>]) -> Result<Vec<std::result::Result<Held, Code>>> {
+        Ok(batch.iter().map(|a| self.admit_one(now, a)).collect())
+    }
+
+    fn reserve(&self, path: &[(AccountId, u64)], amount: u64) -> Result<Held> {
+        self.reserve_until(path, &|_| NEVER, amount)
+    }
+
+    fn settle(&self, held: &Held, kind: Settlement, charged: u64) -> Result<Settled> {
+        let charge = Step::charge(kind, held.amount, charged);
+        let mut accounts = lock(&self.accounts);
+        for id in &held.path {
+            if let Some(Slot { account, .. }) = accounts.map.get_mut(id) {
+                Step::settle(account, held.amount, charge);
+            }
+        }
+        Ok(Settled::Now)
+    }
+
+    fn seen(&self, root: &AccountId, nonce: &[u8; 16], timestamp: u64, now: u64) -> Result<bool> {
+        let nonces = lock(&self.nonces);
+        Ok(nonces.seen(root, nonce, timestamp) && !nonces.expired(root, nonce, timestamp, now))
+    }
+
+    fn account(&self, _root: Option<&AccountId>, id: &AccountId) -> Result<Option<Account>> {
+        Ok(lock(&self.accounts).map.get(id).map(|s| s.account))
+    }
+
+    fn accounts(&self) -> Result<Vec<(AccountId, Account)>> {
+        Ok(lock(&self.accounts).map.iter().map(|(k, v)| (*k, v.account)).collect())
+    }
+
+    fn nonces_len(&self, now: u64) -> Result<usize> {
+        let mut nonces = lock(&self.nonces);
+        nonces.prune(now);
+        Ok(nonces.len())
+    }
+}
+
+/// The ledger. Cloning it shares it (gates given one ledger share budgets and nonces);
+/// authority lives in [`Budget`] and [`Reservation`], which cannot be cloned.
+#[derive(Clone)]
+pub struct Ledger {
+    store: Arc<dyn Store>,
+    /// The bounds of a memory ledger (a durable store forgets by age only).
+    limits: Option<Limits>,
+    /// A durable reservation's lease.
+    lease: Option<Duration>,
+}
+
+impl Default for Ledger {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Ledger {
+    /// An empty ledger with the default [`Limits`].
+    pub fn new() -> Self {
+        Self::with_limits(Limits::default()).expect("the default limits are valid")
+    }
+
+    /// An empty ledger that remembers at most what `limits` allows.
+    pub fn with_limits(limits: Limits) -> Result<Self> {
+        for (name, v) in [
+            ("max_accounts", limits.max_accounts),
+            ("max_nonces", limits.max_nonces),
+            ("max_accounts_per_root", limits.max_accounts_per_root),
+            ("max_nonces_per_root", limits.max_nonces_per_root),
+        ] {
+            if v == 0 {
+                return Err(Error::input(name, "must be at least 1"));
+            }
+        }
+        let memory = Memory {
+            accounts: Mutex::new(Accounts::new(limits.max_accounts, limits.max_accounts_per_root)),
+            nonces: Mutex::new(NonceSet::new(limits.max_nonces, limits.max_nonces_per_root)),
+        };
+        Ok(Ledger { store: Arc::new(memory), limits: Some(limits), lease: None })
+    }
+
+    /// A ledger kept in the durable store `url` names (SPEC §5.8): every process that
+    /// opens the same URL shares it. Reservations are leased for `lease`; the store
+    /// must answer within `timeout`.
+    pub fn open(url: &str, lease: Duration, timeout: Duration) -> Result<Self> {
+        if lease.is_zero() {
+            return Err(Error::input("lease", "must be positive"));
+        }
+        if timeout.is_zero() {
+            return Err(Error::input("timeout", "must be positive"));
+        }
+        let store: Arc<dyn Store> = match Url::parse(url)? {
+            Url::Sqlite(path) => Arc::new(crate::store::sqlite::SqliteStore::open(&path, lease, timeout)?),
+            Url::Redis(u) => Arc::new(crate::store::redis::RedisStore::open(&u, false, lease, timeout)?),
+            Url::RedisCluster(u) => Arc::new(crate::store::redis::RedisStore::open(&u, true, lease, timeout)?),
+        };
+        Ok(Ledger { store, limits: None, lease: Some(lease) })
+    }
+
+    /// Where this ledger keeps its state.
+    pub fn kind(&self) -> StoreKind {
+        self.store.kind()
+    }
+
+    /// A durable reservation's lease (None for a memory ledger).
+    pub fn lease(&self) -> Option<Duration> {
+        self.lease
+    }
+
+    /// Lets go of the store's connections and files: later steps fail with
+    /// [`Error::Store`]. A memory ledger is unchanged.
+    pub fn close(&self) {
+        self.store.close();
+    }
+
+    /// Keeps every nonce for at least `window` seconds after its timestamp: a gate
+    /// calls this with its replay window, so that no gate sharing the ledger can
+    /// admit a nonce another gate still considers fresh.
+    pub fn retain(&self, window: u64) -> Result<()> {
+        self.store.retain(window)
+    }
+
+    /// The longest replay window of any gate on this ledger (0 before any).
+    pub fn replay_window(&self) -> u64 {
+        self.store.replay_window()
+    }
+
+    /// What a memory ledger remembers at most (None for a durable store).
+    pub fn limits(&self) -> Option<Limits> {
+        self.limits
+    }
+
+    /// A budget handle on `path` (account id, cap), root first.
+    pub fn budget(&self, path: Vec<(AccountId, u64)>) -> Result<Budget> {
+        if path.is_empty() {
+            return Err(Error::input("path", "a budget needs at least one account"));
+        }
+        distinct(&path)?;
+        Ok(Budget { ledger: self.clone(), path })
+    }
+
+    fn reservation(&self, held: Held) -> Reservation {
+        Reservation { ledger: self.clone(), held, settled: false, audit: None }
+    }
+
+    /// Reserves `amount` on every account of `path`, atomically; accounts are created
+    /// on first use with the cap given (an existing account keeps its cap) and never
+    /// expire. Fails, changing nothing, unless every account has room and the ledger
+    /// may open the new ones (`max_accounts`).
+    pub fn reserve(&self, path: &[(AccountId, u64)], amount: u64) -> Result<Reservation> {
+        if path.is_empty() {
+            return Err(Error::input("path", "a reservation needs at least one account"));
+        }
+        distinct(path)?;
+        self.store.reserve(path, amount).map(|held| self.reservation(held))
+    }
+
+    /// The gate's ledger step (SPEC §5.7, §5.8) for each admission, in order, at
+    /// `now`: replay check and reservation as one step, the nonce recorded only when
+    /// both succeed. `path` comes from [`chain_path`]; account `i` may be forgotten
+    /// once `expires[i]` (link `i`'s `not_after`) has passed and nothing is reserved
+    /// on it. A store failure ([`Error::Store`]) allows nothing.
+    pub fn admit(
+        &self,
+        now: u64,
+        batch: &[Admission<'_>],
+    ) -> Result<Vec<std::result::Result<Reservation, Code>>> {
+        for a in batch {
+            if a.path.is_empty() {
+                return Err(Error::input("path", "a reservation needs at least one account"));
+            }
+            distinct(a.path)?;
+        }
+        let held = self.store.admit(now, batch)?;
+        Ok(held.into_iter().map(|h| h.map(|held| self.reservation(held))).collect())
     }
 
     /// Whether `nonce` of `root`, dated `timestamp`, would be refused as a replay at
     /// `now`, without consuming or pruning anything.
-    pub fn seen(&self, root: &AccountId, nonce: &[u8; 16], timestamp: u64, now: u64) -> bool {
-        let nonces = lock(&self.inner.nonces);
-        nonces.seen(root, nonce, timestamp) && !nonces.expired(root, nonce, timestamp, now)
+    pub fn seen(&self, root: &AccountId, nonce: &[u8; 16], timestamp: u64, now: u64) -> Result<bool> {
+        self.store.seen(root, nonce, timestamp, now)
     }
 
-    /// One account's state.
-    pub fn account(&self, id: &AccountId) -> Option<Account> {
-        lock(&self.inner.accounts).map.get(id).map(|s| s.account)
+    /// One account's state; `root` (the path's first account) narrows the search, and
+    /// a Redis store needs it.
+    pub fn account(&self, root: Option<&AccountId>, id: &AccountId) -> Result<Option<Account>> {
+        self.store.account(root, id)
     }
 
     /// Every account's state.
-    pub fn accounts(&self) -> Vec<(AccountId, Account)> {
-        lock(&self.inner.accounts).map.iter().map(|(k, v)| (*k, v.account)).collect()
-    }
-
-    /// How many accounts the ledger holds.
-    pub fn accounts_len(&self) -> usize {
-        lock(&self.inner.accounts).map.len()
+    pub fn accounts(&self) -> Result<Vec<(AccountId, Account)>> {
+        self.store.accounts()
     }
 
     /// How many nonces the replay set holds now (after pruning at `now`).
-    pub fn nonces_len(&self, now: u64) -> usize {
-        let mut nonces = lock(&self.inner.nonces);
-        nonces.prune(now);
-        nonces.len()
-    }
-
-    fn settle(&self, path: &[AccountId], reserved: u64, charge: u64) {
-        let mut accounts = lock(&self.inner.accounts);
-        for id in path {
-            if let Some(Slot { account: acc, .. }) = accounts.map.get_mut(id) {
-                acc.reserved = acc.reserved.saturating_sub(reserved);
-                acc.spent = acc.spent.saturating_add(charge);
-                acc.overrun = acc.overrun.saturating_add(charge.saturating_sub(reserved));
-            }
-        }
+    pub fn nonces_len(&self, now: u64) -> Result<usize> {
+        self.store.nonces_len(now)
     }
 }
 
@@ -718,8 +804,7 @@ impl Ledger {
 /// ```
 pub struct Reservation {
     ledger: Ledger,
-    path: Vec<AccountId>,
-    amount: u64,
+    held: Held,
     settled: bool,
     /// Where the settlement is recorded (a gate's audit log) and the digest of the
     /// invocation it settles.
@@ -729,12 +814,17 @@ pub struct Reservation {
 impl Reservation {
     /// The amount held.
     pub fn amount(&self) -> u64 {
-        self.amount
+        self.held.amount
     }
 
     /// The accounts it is held on, root first.
     pub fn path(&self) -> &[AccountId] {
-        &self.path
+        &self.held.path
+    }
+
+    /// Its id in a durable store (all zero in a memory ledger).
+    pub fn id(&self) -> [u8; 16] {
+        self.held.id
     }
 
     /// This reservation, appending a settlement record to `log` when it is settled
@@ -750,16 +840,25 @@ impl Reservation {
     /// the order the ledger saw them. (The audit lock is taken before the accounts
     /// lock here, and the gate never holds the accounts lock while it takes the audit
     /// lock, so the two cannot deadlock.) The ledger is settled even when the record
-    /// cannot be written: money spent is never forgotten.
-    fn settle(&self, kind: Settlement, charged: u64) -> Result<()> {
+    /// cannot be written: money spent is never forgotten. Nothing is recorded when
+    /// the store settled nothing now (a retry, or a lease that forfeited it: the
+    /// forfeit stands).
+    fn settle(&self, kind: Settlement, charged: u64) -> std::result::Result<(), SettleError> {
         let Some((log, invocation)) = &self.audit else {
-            self.ledger.settle(&self.path, self.amount, charged);
-            return Ok(());
+            return self.settle_store(kind, charged);
         };
         let mut log = lock(log);
-        self.ledger.settle(&self.path, self.amount, charged);
-        let record = audit::settle_record(kind, self.amount, charged, invocation, &self.path);
-        log.append(&record).map(|_| ())
+        self.settle_store(kind, charged)?;
+        let record = audit::settle_record(kind, self.held.amount, charged, invocation, &self.held.path);
+        log.append(&record).map(|_| ()).map_err(SettleError::Audit)
+    }
+
+    fn settle_store(&self, kind: Settlement, charged: u64) -> std::result::Result<(), SettleError> {
+        match self.ledger.store.settle(&self.held, kind, charged) {
+            Ok(Settled::Now) | Ok(Settled::Before) => Ok(()),
+            Ok(Settled::Forfeited) => Err(SettleError::LeaseExpired(self.held.amount)),
+            Err(e) => Err(SettleError::Store(e)),
+        }
     }
 
     /// Spends `actual` and releases the rest. Charging more than was reserved still
@@ -768,16 +867,17 @@ impl Reservation {
     /// is appended; a record that cannot be written is [`SettleError::Audit`].
     pub fn commit(mut self, actual: u64) -> std::result::Result<(), SettleError> {
         self.settled = true;
-        self.settle(Settlement::Commit, actual).map_err(SettleError::Audit)?;
-        if actual > self.amount {
-            return Err(Overrun { reserved: self.amount, actual }.into());
+        self.settle(Settlement::Commit, actual)?;
+        if actual > self.held.amount {
+            return Err(Overrun { reserved: self.held.amount, actual }.into());
         }
         Ok(())
     }
 
     /// Releases the whole amount: the statement that nothing was spent. The error
-    /// is a settlement record that could not be written (the ledger is settled).
-    pub fn release(mut self) -> Result<()> {
+    /// is a settlement record that could not be written (the ledger is settled), or
+    /// a durable store's refusal.
+    pub fn release(mut self) -> std::result::Result<(), SettleError> {
         self.settled = true;
         self.settle(Settlement::Release, 0)
     }
@@ -787,16 +887,17 @@ impl Drop for Reservation {
     /// Forfeits an unsettled reservation: its amount counts as spent.
     fn drop(&mut self) {
         if !self.settled {
-            // A drop has nobody to report to; the ledger holds the charge, and a
-            // log that cannot be written fails the next append loudly.
-            let _ = self.settle(Settlement::Forfeit, self.amount);
+            // A drop has nobody to report to; the ledger holds the charge (a durable
+            // store that cannot be reached forfeits it at its lease), and a log that
+            // cannot be written fails the next append loudly.
+            let _ = self.settle(Settlement::Forfeit, self.held.amount);
         }
     }
 }
 
 impl std::fmt::Debug for Reservation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Reservation").field("amount", &self.amount).field("links", &self.path.len()).finish()
+        f.debug_struct("Reservation").field("amount", &self.held.amount).field("links", &self.held.path.len()).finish()
     }
 }
 
@@ -819,9 +920,14 @@ impl Budget {
     }
 
     /// What could be reserved now: the least room on the path.
-    pub fn remaining(&self) -> u64 {
-        let accounts = lock(&self.ledger.inner.accounts);
-        self.path.iter().map(|(id, cap)| accounts.map.get(id).map_or(*cap, |s| s.account.room())).min().unwrap_or(0)
+    pub fn remaining(&self) -> Result<u64> {
+        let root = self.path[0].0;
+        let mut least = u64::MAX;
+        for (id, cap) in &self.path {
+            let room = self.ledger.account(Some(&root), id)?.map_or(*cap, |a| a.room());
+            least = least.min(room);
+        }
+        Ok(least)
     }
 
     /// Splits off a child account with `cap` (at most this budget's own cap) under
@@ -832,7 +938,11 @@ impl Budget {
             return Err((self, Error::input("account_id", "already on this budget's path")));
         }
         // An account that exists keeps the cap it was opened with; that is the cap to narrow.
-        let own = self.path.last().map_or(0, |(last, c)| self.ledger.account(last).map_or(*c, |a| a.cap));
+        let (last, named) = self.path[self.path.len() - 1];
+        let own = match self.ledger.account(Some(&self.path[0].0), &last) {
+            Ok(a) => a.map_or(named, |a| a.cap),
+            Err(e) => return Err((self, e)),
+        };
         if cap > own {
             let e = Error::refused(Code::BudgetWidened, format!("a child cap of {cap} exceeds the parent's {own}"));
             return Err((self, e));

@@ -5,6 +5,7 @@
 //! - [`wire`]: the byte format of chains and invocations (SPEC §2), total parsing.
 //! - [`chain`]: building chains that attenuate, and verifying many chains at once (SPEC §1, §4).
 //! - [`hash`]: BLAKE3 and SHA-256 over many messages.
+//! - [`ledger`] and [`store`]: budgets and replay nonces, in memory or in a durable store.
 //! - [`audit`]: the append-only, hash-chained, keyed audit log the gate writes.
 //! - [`Code`] and [`Error`]: decisions and the one error type.
 //!
@@ -20,6 +21,7 @@ pub mod gate;
 pub mod hash;
 pub mod ledger;
 pub mod sig;
+pub mod store;
 pub mod wire;
 
 pub use error::{Code, Error, Result};

@@ -66,7 +66,7 @@ fn attack_route_not_bound() {
     let g = gate(Ledger::new(), 30, 300);
     let need = Requirement { ability: "call", resource: "api/admin", price: 1 };
     let req = Request { require: Some(need), ..Request::new(&c, &inv) };
-    assert_eq!(g.precheck(&req, NOW), Code::ScopeDenied);
+    assert_eq!(g.precheck(&req, NOW).unwrap(), Code::ScopeDenied);
     assert_eq!(decide(&g, req, NOW), Code::ScopeDenied);
     let wrong_ability = Requirement { ability: "delete", resource: "api/search", price: 1 };
     assert_eq!(decide(&g, Request { require: Some(wrong_ability), ..req }, NOW), Code::ScopeDenied);
@@ -83,7 +83,7 @@ fn attack_cost_zero_on_spent_budget() {
     for n in 0..50u8 {
         let inv = invoke(&c, &holder, "api/x", 0, NOW, n, b"");
         let req = Request { require: Some(need), ..Request::new(&c, &inv) };
-        assert_eq!(g.precheck(&req, NOW), Code::CostBelowPrice);
+        assert_eq!(g.precheck(&req, NOW).unwrap(), Code::CostBelowPrice);
         assert_eq!(decide(&g, req, NOW), Code::CostBelowPrice);
     }
     // Nothing was reserved or consumed: a priced request still gets the whole cap.
@@ -119,7 +119,7 @@ fn the_payload_is_bound_after_the_signatures() {
     let swapped = Request { payload: Some(b"{\"a\":2}"), ..Request::new(&c, &inv) };
     assert_eq!(decide(&g, swapped, NOW), Code::BadSignature);
     // The refused body consumed nothing: the right one is allowed.
-    assert_eq!(g.ledger().nonces_len(NOW), 0);
+    assert_eq!(g.ledger().nonces_len(NOW).unwrap(), 0);
     let right = Request { payload: Some(b"{\"a\":1}"), ..Request::new(&c, &inv) };
     assert_eq!(decide(&g, right, NOW), Code::Ok);
     // No payload: not bound.
@@ -134,17 +134,17 @@ fn precheck_consumes_nothing() {
     let g = gate(Ledger::new(), 30, 300);
     let inv = invoke(&c, &holder, "api/x", 1, NOW, 1, b"");
     for _ in 0..3 {
-        assert_eq!(g.precheck(&Request::new(&c, &inv), NOW), Code::Ok);
+        assert_eq!(g.precheck(&Request::new(&c, &inv), NOW).unwrap(), Code::Ok);
     }
-    assert_eq!(g.ledger().nonces_len(NOW), 0);
-    assert_eq!(g.ledger().accounts_len(), 0);
+    assert_eq!(g.ledger().nonces_len(NOW).unwrap(), 0);
+    assert_eq!(g.ledger().accounts().unwrap().len(), 0);
     assert_eq!(decide(&g, Request::new(&c, &inv), NOW), Code::Ok);
     // A replay is refused by the precheck too (read only), so its body is never read.
-    assert_eq!(g.precheck(&Request::new(&c, &inv), NOW), Code::Replay);
+    assert_eq!(g.precheck(&Request::new(&c, &inv), NOW).unwrap(), Code::Replay);
     assert_eq!(decide(&g, Request::new(&c, &inv), NOW), Code::Replay);
     // Later it is stale first, and the precheck prunes nothing.
-    assert_eq!(g.precheck(&Request::new(&c, &inv), NOW + 99), Code::StaleInvocation);
-    assert_eq!(g.ledger().nonces_len(NOW), 1);
+    assert_eq!(g.precheck(&Request::new(&c, &inv), NOW + 99).unwrap(), Code::StaleInvocation);
+    assert_eq!(g.ledger().nonces_len(NOW).unwrap(), 1);
 }
 
 #[test]
@@ -170,7 +170,7 @@ fn attack_pruned_on_path_account_reset() {
     // the ledger is full, and c's account is on this path, so it is not pruned.
     assert_eq!(spend(&child, &sub, 30, NOW + 40, 3), Code::BudgetExhausted);
     let root = hopgate_core::wire::Chain::parse(&c).unwrap().first().revocation_id();
-    let account = g.ledger().account(&root).unwrap();
+    let account = g.ledger().account(None, &root).unwrap().unwrap();
     assert_eq!((account.spent, account.reserved), (60, 0));
     assert_eq!(spend(&c, &holder, 41, NOW + 40, 4), Code::BudgetExhausted);
     assert_eq!(spend(&c, &holder, 40, NOW + 40, 5), Code::Ok);
@@ -226,7 +226,7 @@ fn attack_nonce_flood_other_root_unaffected() {
     for inv in &victim_invs {
         assert_eq!(decide(&g, Request::new(&v, inv), NOW), Code::Replay, "the victim's nonces are all remembered");
     }
-    assert_eq!(g.ledger().nonces_len(NOW), 50);
+    assert_eq!(g.ledger().nonces_len(NOW).unwrap(), 50);
 }
 
 #[test]
@@ -234,7 +234,7 @@ fn attack_account_flood_other_root_unaffected() {
     let (attacker, victim, sub) = (key(2), key(3), key(4));
     let a = grant(&attacker, 1_000, NOW + 10_000, 1);
     let ledger = Ledger::with_limits(Limits::new(100, 1_000)).unwrap();
-    assert_eq!(ledger.limits().max_accounts_per_root, 16, "a tenth, but room for a whole chain");
+    assert_eq!(ledger.limits().unwrap().max_accounts_per_root, 16, "a tenth, but room for a whole chain");
     let g = gate(ledger, 30, 300);
     // The attacker mints delegations: each is a new account under its root.
     let mut refused = 0;
@@ -287,7 +287,7 @@ fn settlements_are_recorded_with_their_accounts() {
     assert_eq!(&records[3..], &expected[..]);
     assert_eq!(&records[3][..2], &[b'S', 1]);
     assert_eq!(u64::from_le_bytes(records[3][10..18].try_into().unwrap()), 12);
-    assert_eq!(g.ledger().account(&root).unwrap().spent, 22);
+    assert_eq!(g.ledger().account(None, &root).unwrap().unwrap().spent, 22);
     std::fs::remove_dir_all(dir).unwrap();
 }
 
@@ -330,7 +330,7 @@ fn a_precheck_vouches_only_for_the_same_bytes() {
     let c = grant(&holder, 10, NOW + 100, 1);
     let g = gate(Ledger::new(), 30, 300);
     let inv = invoke(&c, &holder, "api/x", 1, NOW, 1, b"");
-    assert_eq!(g.precheck(&Request::new(&c, &inv), NOW), Code::Ok);
+    assert_eq!(g.precheck(&Request::new(&c, &inv), NOW).unwrap(), Code::Ok);
     let mut forged = inv.clone();
     let last = forged.len() - 1;
     forged[last] ^= 1;

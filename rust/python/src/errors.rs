@@ -16,6 +16,8 @@ pyo3::import_exception!(hopgate.errors, OverrunError);
 pyo3::import_exception!(hopgate.errors, BudgetExhaustedError);
 pyo3::import_exception!(hopgate.errors, AuditError);
 pyo3::import_exception!(hopgate.errors, InternalError);
+pyo3::import_exception!(hopgate.errors, StoreError);
+pyo3::import_exception!(hopgate.errors, LeaseExpiredError);
 
 /// Converts a core error to its Python exception.
 pub fn to_py(e: Error) -> PyErr {
@@ -28,6 +30,17 @@ pub fn to_py(e: Error) -> PyErr {
         Error::Io { errno: Some(errno), .. } => pyo3::exceptions::PyOSError::new_err((errno, message)),
         Error::Io { errno: None, .. } => pyo3::exceptions::PyOSError::new_err(message),
         Error::Audit { record, offset, .. } => AuditError::new_err((message, record, offset)),
+        Error::Store { .. } => StoreError::new_err(message),
+    }
+}
+
+/// Converts a settlement's error to its Python exception.
+pub fn settle_to_py(e: hopgate_core::ledger::SettleError) -> PyErr {
+    use hopgate_core::ledger::SettleError;
+    match e {
+        SettleError::Overrun(o) => OverrunError::new_err((o.to_string(), o.reserved, o.actual)),
+        SettleError::Audit(e) | SettleError::Store(e) => to_py(e),
+        e @ SettleError::LeaseExpired(_) => LeaseExpiredError::new_err(e.to_string()),
     }
 }
 

@@ -223,7 +223,7 @@ impl PyGate {
         let now = opt_int(now, "now", U64)?.unwrap_or_else(unix_now);
         let request =
             Request { chain: c.as_slice(), invocation: i.as_slice(), payload: None, require: borrow(&require) };
-        let code = py.detach(|| self.gate.precheck(&request, now));
+        let code = py.detach(|| self.gate.precheck(&request, now)).map_err(to_py)?;
         code_object(py, code)
     }
 

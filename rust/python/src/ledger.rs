@@ -22,7 +22,7 @@ use crate::convert::u64_arg;
 
 u64_arg!(max_accounts_arg, "max_accounts");
 u64_arg!(max_nonces_arg, "max_nonces");
-use crate::errors::{input, to_py, AffineError, OverrunError};
+use crate::errors::{input, settle_to_py, to_py, AffineError};
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
@@ -87,28 +87,67 @@ impl PyLedger {
         Ok(PyLedger { ledger: Ledger::with_limits(limits).map_err(to_py)? })
     }
 
-    /// The most accounts this ledger holds at once.
+    /// A ledger kept in the durable store `url` names (SPEC §5.8), shared by every
+    /// process that opens it: `sqlite:///abs/path.db` (or `sqlite:relative/path.db`),
+    /// `redis://host:port/db`, or `redis+cluster://host:port`. A reservation left
+    /// unsettled by a process that dies is forfeited after `lease` seconds; the store
+    /// must answer within `timeout` seconds, or the call raises `StoreError` (a gate
+    /// then allows nothing).
+    #[staticmethod]
+    #[pyo3(signature = (url, *, lease = 30.0, timeout = 2.0))]
+    fn open(py: Python<'_>, url: &str, lease: f64, timeout: f64) -> PyResult<Self> {
+        let seconds = |v: f64, name: &str| -> PyResult<std::time::Duration> {
+            if !(v.is_finite() && v > 0.0 && v <= 1e9) {
+                return Err(input(format!("{name}: expected a positive number of seconds (at most 1e9), got {v}")));
+            }
+            Ok(std::time::Duration::from_secs_f64(v))
+        };
+        let (lease, timeout) = (seconds(lease, "lease")?, seconds(timeout, "timeout")?);
+        let ledger = py.detach(|| Ledger::open(url, lease, timeout)).map_err(to_py)?;
+        Ok(PyLedger { ledger })
+    }
+
+    /// Where the state is kept: "memory", "sqlite", "redis" or "redis-cluster".
     #[getter]
-    fn max_accounts(&self) -> usize {
-        self.ledger.limits().max_accounts
+    fn store(&self) -> &'static str {
+        self.ledger.kind().name()
+    }
+
+    /// A durable reservation's lease in seconds (None for a memory ledger).
+    #[getter]
+    fn lease(&self) -> Option<f64> {
+        self.ledger.lease().map(|d| d.as_secs_f64())
+    }
+
+    /// Lets go of the store's connections and files; later use raises `StoreError`.
+    /// A memory ledger is unchanged.
+    fn close(&self, py: Python<'_>) {
+        py.detach(|| self.ledger.close());
+    }
+
+    /// The most accounts this ledger holds at once (None for a durable store,
+    /// which forgets by age only).
+    #[getter]
+    fn max_accounts(&self) -> Option<usize> {
+        self.ledger.limits().map(|l| l.max_accounts)
     }
 
     /// The most replay nonces this ledger remembers at once.
     #[getter]
-    fn max_nonces(&self) -> usize {
-        self.ledger.limits().max_nonces
+    fn max_nonces(&self) -> Option<usize> {
+        self.ledger.limits().map(|l| l.max_nonces)
     }
 
     /// The most accounts one root holds at once.
     #[getter]
-    fn max_accounts_per_root(&self) -> usize {
-        self.ledger.limits().max_accounts_per_root
+    fn max_accounts_per_root(&self) -> Option<usize> {
+        self.ledger.limits().map(|l| l.max_accounts_per_root)
     }
 
     /// The most replay nonces one root holds at once.
     #[getter]
-    fn max_nonces_per_root(&self) -> usize {
-        self.ledger.limits().max_nonces_per_root
+    fn max_nonces_per_root(&self) -> Option<usize> {
+        self.ledger.limits().map(|l| l.max_nonces_per_root)
     }
 
     /// How long a nonce is remembered after its timestamp: the longest
@@ -120,9 +159,10 @@ impl PyLedger {
 
     /// How many replay nonces are remembered at `now` (default: the clock).
     #[pyo3(signature = (now = None))]
-    fn nonces(&self, now: Option<&Bound<'_, PyAny>>) -> PyResult<usize> {
+    fn nonces(&self, py: Python<'_>, now: Option<&Bound<'_, PyAny>>) -> PyResult<usize> {
         let now = crate::convert::opt_int(now, "now", crate::convert::U64)?;
-        Ok(self.ledger.nonces_len(now.unwrap_or_else(crate::convert::unix_now)))
+        let now = now.unwrap_or_else(crate::convert::unix_now);
+        py.detach(|| self.ledger.nonces_len(now)).map_err(to_py)
     }
 
     /// A budget on `path`: a `Chain` (one account per link: its revocation id, capped
@@ -147,23 +187,35 @@ impl PyLedger {
         Ok(PyBudget { inner: Mutex::new(Some(budget)) })
     }
 
-    /// One account's state, or None if it was never used.
-    fn account<'py>(&self, py: Python<'py>, account_id: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyAny>>> {
+    /// One account's state, or None if it was never used. `root`, the first account
+    /// of its path, narrows the search; a Redis ledger needs it.
+    #[pyo3(signature = (account_id, *, root = None))]
+    fn account<'py>(
+        &self,
+        py: Python<'py>,
+        account_id: &Bound<'py, PyAny>,
+        root: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Option<Bound<'py, PyAny>>> {
         let id = array::<32>(account_id, &|| "account_id".into())?;
-        self.ledger.account(&id).map(|a| account_tuple(py, &a)).transpose()
+        let root = root.filter(|r| !r.is_none()).map(|r| array::<32>(r, &|| "root".into())).transpose()?;
+        let account = py.detach(|| self.ledger.account(root.as_ref(), &id)).map_err(to_py)?;
+        account.map(|a| account_tuple(py, &a)).transpose()
     }
 
     /// A snapshot of every account: `{account_id: Account}`.
     fn accounts<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let out = PyDict::new(py);
-        for (id, a) in self.ledger.accounts() {
+        for (id, a) in py.detach(|| self.ledger.accounts()).map_err(to_py)? {
             out.set_item(PyBytes::new(py, &id), account_tuple(py, &a)?)?;
         }
         Ok(out)
     }
 
     fn __repr__(&self) -> String {
-        format!("Ledger(accounts={})", self.ledger.accounts().len())
+        match self.ledger.limits() {
+            Some(_) => format!("Ledger(accounts={})", self.ledger.accounts().map_or(0, |a| a.len())),
+            None => format!("Ledger(store={:?})", self.ledger.kind().name()),
+        }
     }
 }
 
@@ -192,13 +244,13 @@ impl PyBudget {
     /// `BudgetExhaustedError` (changing nothing) unless every account has room.
     fn reserve(&self, py: Python<'_>, amount: &Bound<'_, PyAny>) -> PyResult<Py<PyReservation>> {
         let amount: u64 = amount.extract().map_err(|_| input("amount: expected an integer in 0..=2**64-1"))?;
-        let r = self.with(|b| b.reserve(amount).map_err(to_py))?;
+        let r = self.with(|b| py.detach(|| b.reserve(amount)).map_err(to_py))?;
         Py::new(py, PyReservation::new(r))
     }
 
     /// What could be reserved now: the least room on the path.
-    fn remaining(&self) -> PyResult<u64> {
-        self.with(|b| Ok(b.remaining()))
+    fn remaining(&self, py: Python<'_>) -> PyResult<u64> {
+        self.with(|b| py.detach(|| b.remaining()).map_err(to_py))
     }
 
     /// `(account_id, cap)` per account, root first.
@@ -212,6 +264,7 @@ impl PyBudget {
     #[pyo3(signature = (cap, account_id = None))]
     fn delegate(
         &self,
+        py: Python<'_>,
         cap: &Bound<'_, PyAny>,
         account_id: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<(PyBudget, PyBudget)> {
@@ -227,7 +280,7 @@ impl PyBudget {
         };
         let mut guard = lock(&self.inner);
         let budget = guard.take().ok_or_else(|| gone("Budget (it delegated; use the handle delegate returned)"))?;
-        match budget.delegate(id, cap) {
+        match py.detach(|| budget.delegate(id, cap)) {
             Ok((parent, child)) => {
                 Ok((PyBudget { inner: Mutex::new(Some(parent)) }, PyBudget { inner: Mutex::new(Some(child)) }))
             }
@@ -252,7 +305,10 @@ impl PyBudget {
 
     fn __repr__(&self) -> String {
         match lock(&self.inner).as_ref() {
-            Some(b) => format!("Budget(links={}, remaining={})", b.path().len(), b.remaining()),
+            Some(b) => match b.remaining() {
+                Ok(left) => format!("Budget(links={}, remaining={left})", b.path().len()),
+                Err(_) => format!("Budget(links={})", b.path().len()),
+            },
             None => "Budget(consumed)".into(),
         }
     }
@@ -303,16 +359,13 @@ impl PyReservation {
         let r = self.take()?;
         let actual = actual.unwrap_or(self.amount);
         // A settlement record may be synced to the disk: other threads run meanwhile.
-        py.detach(|| r.commit(actual)).map_err(|e| match e {
-            ledger::SettleError::Overrun(o) => OverrunError::new_err((o.to_string(), o.reserved, o.actual)),
-            ledger::SettleError::Audit(e) => to_py(e),
-        })
+        py.detach(|| r.commit(actual)).map_err(settle_to_py)
     }
 
     /// Releases the whole amount: the statement that nothing was spent.
     fn release(&self, py: Python<'_>) -> PyResult<()> {
         let r = self.take()?;
-        py.detach(|| r.release()).map_err(to_py)
+        py.detach(|| r.release()).map_err(settle_to_py)
     }
 
     fn __enter__(slf: Py<Self>) -> Py<Self> {
