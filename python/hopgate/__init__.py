@@ -14,7 +14,16 @@ from __future__ import annotations
 
 import warnings
 
-from ._audit import AuditReport, GateRecord, SettleRecord, Settlement
+from ._audit import (
+    AuditLogsReport,
+    AuditReport,
+    GateRecord,
+    LogCopy,
+    SettleRecord,
+    Settlement,
+    audit_verify_logs,
+    audit_worker_log,
+)
 from ._codes import REASONS, Code
 from ._decision import Account, Decision, ReceiptLike, Requirement, ReservationLike
 from .errors import (
@@ -123,6 +132,7 @@ __all__ = [
     "StoreError",
     "InternalError",
     "AuditLog",
+    "AuditLogsReport",
     "AuditReport",
     "Budget",
     "BudgetExhaustedError",
@@ -137,6 +147,7 @@ __all__ = [
     "Invocation",
     "Ledger",
     "Link",
+    "LogCopy",
     "MalformedError",
     "OverrunError",
     "Receipt",
@@ -148,6 +159,8 @@ __all__ = [
     "Settlement",
     "SigningKey",
     "audit_verify",
+    "audit_verify_logs",
+    "audit_worker_log",
     "blake3",
     "blake3_many",
     "from_text",

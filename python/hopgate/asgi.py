@@ -84,7 +84,12 @@ for the refusals that are not a gate decision:
   reserved by requests in flight;
 - 500 ``MISCONFIGURED``: a callable ``require`` answered something that is not a valid
   requirement, outside ``audience``, or raised (the details go to the log, not to the
-  client).
+  client);
+- 503 ``STORE_UNAVAILABLE``: the gate's durable ledger store failed (``hopgate.StoreError``
+  from ``precheck`` or ``check``: unreachable, too slow, or an error; SPEC §5.8). Nothing
+  was allowed and the application is not called; the error goes to the log (ERROR). A
+  client may retry; if the lost step had consumed its nonce, the retry is ``REPLAY`` and
+  needs a fresh invocation.
 
 An allowed request's response carries ``Hopgate-Decision: OK`` and, when the gate has an
 audit log, ``Hopgate-Receipt`` (base64url of ``bytes(decision.receipt)``).
@@ -111,6 +116,10 @@ is committed is decided by the server:
   failure the client can provoke never makes done work free. An exception after a
   complete response below 500 (a failing background task) still commits: the client
   got what it paid for.
+- a settlement that fails in a durable store (``hopgate.StoreError``: the reservation is
+  left to its lease, which forfeits it; ``hopgate.LeaseExpiredError``: the lease already
+  did) is logged (ERROR), and the response, sent or not, is left as the application made
+  it: the work is done, and the store charges the whole reservation at the latest.
 
 Threading: by default the gate runs inline, on the event loop: a request with a cached
 chain costs one invocation signature check, two when it declares a body (``precheck``,
@@ -138,7 +147,7 @@ from typing import Any, Mapping, Optional, Protocol, TypeVar, Union, cast
 from . import Chain, Code, Decision, Reservation, from_text, to_text
 from ._codes import REASONS
 from ._decision import Requirement
-from .errors import HopgateError
+from .errors import HopgateError, LeaseExpiredError, StoreError
 
 __all__ = ["STATUS", "GateMiddleware", "GateState", "RequireFn", "Requirement", "RouteMap"]
 
@@ -189,6 +198,7 @@ _HTTP_METHOD_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ!#$%&'*+-.^_`|~0123456
 _NO_ROUTE = "no route of this server matches the request's method and path"
 _MISCONFIGURED = "the server cannot decide what this route requires"
 _TOO_LARGE = "the request body is longer than this server accepts"
+_STORE_UNAVAILABLE = "the server's ledger store is unavailable; nothing was allowed"
 
 _T = TypeVar("_T")
 
@@ -360,6 +370,15 @@ class GateMiddleware:
             decision = await self._check(chain, invocation, None, body, requirement)
         except _Refused as refused:
             await self._answer(send, refused)
+            return
+        except StoreError as e:
+            # Failing closed (SPEC §5.8): the store allowed nothing. Never a 500 with a
+            # traceback: an outage is an answer the client can act on.
+            logger.error(
+                "hopgate: the ledger store failed for %s %s (%s: %s); answering 503",
+                scope.get("method"), scope.get("path"), type(e).__name__, e,
+            )
+            await self._answer(send, _Refused(503, None, "STORE_UNAVAILABLE", _STORE_UNAVAILABLE))
             return
         if not decision.allowed:
             await self._answer(send, self._denial(decision.code))
@@ -635,7 +654,7 @@ def _settle(state: GateState, *, spent: bool) -> None:
         return
     reserved, cost = state.reserved, state.cost
     if not spent and cost is None:
-        reservation.release()
+        _settled(reservation.release)
         return
     # Spent, or the application said what the work cost before it failed: the work
     # was done, and a failure the client can provoke must not make it free.
@@ -652,7 +671,20 @@ def _settle(state: GateState, *, spent: bool) -> None:
         amount = reserved
     else:
         amount = cost
-    reservation.commit(amount)
+    _settled(reservation.commit, amount)
+
+
+def _settled(settle: Callable[..., None], *amount: int) -> None:
+    """``settle(*amount)``, where the application has run and its response stands: a
+    durable store's failure to settle is logged, never raised into the response."""
+    try:
+        settle(*amount)
+    except LeaseExpiredError as e:
+        logger.error("hopgate: the reservation's lease had expired before it was settled; its whole amount "
+                     "stands as spent (%s)", e)
+    except StoreError as e:
+        logger.error("hopgate: the ledger store failed to settle a reservation (%s: %s); its lease will "
+                     "forfeit it (the whole amount is charged)", type(e).__name__, e)
 
 
 def _release_abandoned(future: "asyncio.Future[Decision]") -> None:
@@ -660,4 +692,4 @@ def _release_abandoned(future: "asyncio.Future[Decision]") -> None:
         return
     reservation = future.result().reservation
     if reservation is not None and not reservation.settled:
-        reservation.release()
+        _settled(reservation.release)

@@ -12,7 +12,7 @@ by PyNaCl and pyca/cryptography themselves.
 
 from __future__ import annotations
 
-from .._audit import AuditReport, GateRecord, SettleRecord, Settlement
+from .._audit import AuditLogsReport, AuditReport, GateRecord, LogCopy, SettleRecord, Settlement
 from .._codes import Code
 from .._decision import Account, Decision, Requirement
 from ..errors import (
@@ -29,6 +29,7 @@ from ..errors import (
     OverrunError,
 )
 from ._audit import AuditLog, Receipt, audit_verify
+from ._audit_workers import audit_verify_logs, audit_worker_log
 from ._chain import Chain, verify_chains
 from ._ed25519 import SigningKey, verify, verify_batch
 from ._gate import Gate
@@ -74,8 +75,12 @@ __all__ = [
     "StoreError",
     "InternalError",
     "AuditLog",
+    "AuditLogsReport",
     "AuditReport",
     "GateRecord",
+    "LogCopy",
     "Receipt",
     "audit_verify",
+    "audit_verify_logs",
+    "audit_worker_log",
 ]

@@ -261,7 +261,9 @@ class AuditLog:
                 except BlockingIOError:
                     raise OSError(
                         f"cannot lock {self._path}: the log is already open for "
-                        "appending (by this or another process)"
+                        "appending (by this or another process); one log has one "
+                        "writer: give each process its own with "
+                        "hopgate.audit_worker_log(directory, key=...)"
                     ) from None
             self._records = 0
             self._recovered = 0

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+
 use hopgate_core::audit::{self, AuditLog, Fsync, Receipt, Report};
 use hopgate_macros::guarded;
 use pyo3::exceptions::PyTypeError;
@@ -15,6 +16,11 @@ use zeroize::Zeroizing;
 
 use crate::convert::{self, array};
 use crate::errors::{input, to_py};
+
+/// How the core begins its refusal of a log another writer holds.
+const ONE_WRITER: &str = "the log is already open for appending";
+/// What a process that meets it should do instead (the reference says the same).
+const PER_WORKER: &str = "one log has one writer: give each process its own with hopgate.audit_worker_log(directory, key=...)";
 
 /// What an append returns: the record's index, the log's chain value after it,
 /// and a tag only the key holder can make. Keep it; show it later.
@@ -159,7 +165,13 @@ impl PyAuditLog {
     fn new(py: Python<'_>, path: PathBuf, key: &Bound<'_, PyAny>, fsync: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
         let key = Zeroizing::new(array::<32>(key, &|| "key".into())?);
         let policy = fsync.filter(|f| !f.is_none()).map(fsync_policy).transpose()?.unwrap_or(Fsync::Always);
-        let log = py.detach(|| AuditLog::open(&path, &key, policy)).map_err(to_py)?;
+        let log = py.detach(|| AuditLog::open(&path, &key, policy)).map_err(|e| match e {
+            // Several workers of one server each open the log: name the way out.
+            hopgate_core::Error::Io { context, errno: None, reason } if reason.starts_with(ONE_WRITER) => {
+                pyo3::exceptions::PyOSError::new_err(format!("{context}: {reason}; {PER_WORKER}"))
+            }
+            e => to_py(e),
+        })?;
         Ok(PyAuditLog { log: Arc::new(Mutex::new(log)), path, key })
     }
 
