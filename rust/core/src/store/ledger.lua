@@ -5,8 +5,9 @@
 -- names the step. Redis runs a script whole and alone, so each step is atomic.
 --
 -- u64 values are 16 lower-case hex digits. Lua numbers are doubles, exact only to
--- 2^53, so sums are done in 16-bit limbs, and comparisons on the fixed-width hex
--- strings (string order is numeric order).
+-- 2^53, so sums of larger values are done in 16-bit limbs (sums of values below 2^52
+-- directly), and comparisons on the fixed-width hex strings (string order is numeric
+-- order).
 
 local ZERO = '0000000000000000'
 local MAX = 'ffffffffffffffff'
@@ -14,8 +15,15 @@ local SETTLED_MEMORY_MS = 86400000
 local meta, acct, res, lease = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local prefix = string.sub(meta, 1, -5) -- 'hg1:{R}:'
 
+-- True when the hex u64 `a` is below 2^52, so that doubles hold it and a sum of two
+-- such values exactly.
+local function small(a) return string.sub(a, 1, 3) == '000' end
+
 -- a + b, or nil when the sum passes 2^64 - 1.
 local function add(a, b)
+  if small(a) and small(b) then
+    return string.format('%016x', tonumber(a, 16) + tonumber(b, 16))
+  end
   local out, carry = {}, 0
   for i = 13, 1, -4 do
     local s = tonumber(string.sub(a, i, i + 3), 16) + tonumber(string.sub(b, i, i + 3), 16) + carry
@@ -29,6 +37,9 @@ end
 -- a - b, or ZERO when b > a.
 local function sub(a, b)
   if b >= a then return ZERO end
+  if small(a) then
+    return string.format('%016x', tonumber(a, 16) - tonumber(b, 16))
+  end
   local out, borrow = {}, 0
   for i = 13, 1, -4 do
     local s = tonumber(string.sub(a, i, i + 3), 16) - tonumber(string.sub(b, i, i + 3), 16) - borrow
@@ -41,14 +52,37 @@ end
 local function sat(a, b) return add(a, b) or MAX end
 local function max(a, b) if a >= b then return a end return b end
 
--- An account: cap, spent, reserved, overrun, expires.
+-- The accounts this call read, by id (cap, spent, reserved, overrun, expires; false
+-- when absent), and those it changed: read once, written once by flush().
+local cache, dirty = {}, {}
+
 local function load(id, cap)
-  local v = redis.call('HGET', acct, id)
-  if not v then return { cap, ZERO, ZERO, ZERO, ZERO } end
-  return { string.sub(v, 1, 16), string.sub(v, 17, 32), string.sub(v, 33, 48), string.sub(v, 49, 64), string.sub(v, 65, 80) }
+  local a = cache[id]
+  if a == nil then
+    local v = redis.call('HGET', acct, id)
+    a = v and { string.sub(v, 1, 16), string.sub(v, 17, 32), string.sub(v, 33, 48), string.sub(v, 49, 64), string.sub(v, 65, 80) } or false
+    cache[id] = a
+  end
+  if not a then return { cap, ZERO, ZERO, ZERO, ZERO } end
+  return { a[1], a[2], a[3], a[4], a[5] }
 end
 
-local function store(id, a) redis.call('HSET', acct, id, table.concat(a)) end
+local function exists(id) load(id, ZERO) return cache[id] ~= false end
+
+local function store(id, a)
+  if not dirty[id] then dirty[id] = true; dirty[#dirty + 1] = id end
+  cache[id] = a
+end
+
+local function flush()
+  local args = {}
+  for _, id in ipairs(dirty) do
+    args[#args + 1] = id
+    args[#args + 1] = table.concat(cache[id])
+    if #args >= 512 then redis.call('HSET', acct, unpack(args)); args = {} end
+  end
+  if #args > 0 then redis.call('HSET', acct, unpack(args)) end
+end
 
 local function now_ms()
   local t = redis.call('TIME')
@@ -67,7 +101,7 @@ local function settle(rid, kind, charged)
   if kind == 'C' then charge = charged elseif kind == 'F' then charge = amount end
   for i = 17, #v, 64 do
     local id = string.sub(v, i, i + 63)
-    if redis.call('HEXISTS', acct, id) == 1 then
+    if exists(id) then
       local a = load(id, ZERO)
       a[3] = sub(a[3], amount)
       a[2] = sat(a[2], charge)
@@ -124,6 +158,7 @@ end
 local step = ARGV[1]
 local ms = now_ms()
 sweep(ms)
+local result
 
 if step == 'admit' then
   -- ARGV: 'admit', now, retention, lease_ms, n, then per request: ts, amount, rid, k,
@@ -161,28 +196,35 @@ if step == 'admit' then
     codes[i] = code
   end
   redis.call('HSET', meta, 'clock', clock, 'retention', retention, 'until', untl)
-  expire(clock, retention, untl)
-  return codes
+  result = codes
 elseif step == 'reserve' then
   -- ARGV: 'reserve', amount, rid, lease_ms, k, then k times (id, cap).
   local ids, caps, exps = {}, {}, {}
   for j = 1, tonumber(ARGV[5]) do
     ids[j], caps[j], exps[j] = ARGV[4 + 2 * j], ARGV[5 + 2 * j], MAX
   end
-  if not reserve(ids, caps, exps, ARGV[2], ARGV[3], ms + tonumber(ARGV[4])) then return 17 end
-  local clock = redis.call('HGET', meta, 'clock') or ZERO
-  local retention = redis.call('HGET', meta, 'retention') or ZERO
-  redis.call('HSET', meta, 'clock', clock, 'retention', retention, 'until', MAX)
-  expire(clock, retention, MAX)
-  return 0
+  result = 17
+  if reserve(ids, caps, exps, ARGV[2], ARGV[3], ms + tonumber(ARGV[4])) then
+    redis.call('HSET', meta, 'until', MAX)
+    result = 0
+  end
 elseif step == 'settle' then
   -- ARGV: 'settle', rid, kind, charged.
-  return settle(ARGV[2], ARGV[3], ARGV[4])
+  result = settle(ARGV[2], ARGV[3], ARGV[4])
 elseif step == 'seen' then
   -- ARGV: 'seen', now, retention, ts; KEYS[5] is the nonce key.
   local clock = max(redis.call('HGET', meta, 'clock') or ZERO, ARGV[2])
   local retention = max(redis.call('HGET', meta, 'retention') or ZERO, ARGV[3])
-  if redis.call('EXISTS', KEYS[5]) == 1 or sat(ARGV[4], retention) < clock then return 1 end
-  return 0
+  result = 0
+  if redis.call('EXISTS', KEYS[5]) == 1 or sat(ARGV[4], retention) < clock then result = 1 end
+else
+  return redis.error_reply('hopgate: unknown ledger step ' .. tostring(step))
 end
-return redis.error_reply('hopgate: unknown ledger step ' .. tostring(step))
+flush()
+-- The root's keys expire together (see expire()), after every step that may have
+-- written one of them.
+if redis.call('HEXISTS', meta, 'until') == 1 then
+  expire(redis.call('HGET', meta, 'clock') or ZERO, redis.call('HGET', meta, 'retention') or ZERO,
+    redis.call('HGET', meta, 'until'))
+end
+return result
