@@ -148,9 +148,11 @@ impl Error {
     /// The decision a verifier gives for this error.
     pub fn code(&self) -> Code {
         match self {
-            Error::Malformed { .. } | Error::Input { .. } | Error::Io { .. } | Error::Audit { .. } | Error::Store { .. } => {
-                Code::Malformed
-            }
+            Error::Malformed { .. }
+            | Error::Input { .. }
+            | Error::Io { .. }
+            | Error::Audit { .. }
+            | Error::Store { .. } => Code::Malformed,
             Error::Refused { code, .. } => *code,
         }
     }

@@ -9,10 +9,13 @@ use rayon::prelude::*;
 use crate::audit::{self, AuditLog, Receipt};
 use crate::chain::{self, Policy};
 use crate::ledger::{self, Ledger, Reservation};
-use crate::store::Admission;
 use crate::sig::{self, Message, SigItem};
+use crate::store::Admission;
 use crate::wire::{Chain, Invocation, INVOKE_DOMAIN};
 use crate::{Code, Error, Result};
+
+/// A chain's accounts and caps, and each link's `not_after`.
+type PathAndExpiries = (Vec<(ledger::AccountId, u64)>, Vec<u64>);
 
 /// Below this many requests, parsing stays on the calling thread.
 const PARALLEL_REQUESTS: usize = 64;
@@ -295,7 +298,7 @@ impl Gate {
         let (parsed, verdicts) = self.verify(requests, now);
         // (f) replay and (g) the ledger, for every request that passed the rest, as one
         // step of the ledger's store (one transaction or script call per root).
-        let paths: Vec<Option<(Vec<(ledger::AccountId, u64)>, Vec<u64>)>> = parsed
+        let paths: Vec<Option<PathAndExpiries>> = parsed
             .iter()
             .zip(&verdicts)
             .map(|(p, v)| match (p, v) {
@@ -507,5 +510,4 @@ impl Gate {
         }
         Ok(())
     }
-
 }

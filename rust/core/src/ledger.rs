@@ -514,6 +514,7 @@ impl NonceSet {
 struct Memory {
     accounts: Mutex<Accounts>,
     nonces: Mutex<NonceSet>,
+    limits: Limits,
 }
 
 /// Refuses a path that names one account twice: the amount would be held on it twice.
@@ -585,6 +586,10 @@ impl Store for Memory {
         StoreKind::Memory
     }
 
+    fn limits(&self) -> Option<Limits> {
+        Some(self.limits)
+    }
+
     fn retain(&self, window: u64) -> Result<()> {
         lock(&self.nonces).retain(window);
         Ok(())
@@ -638,10 +643,6 @@ impl Store for Memory {
 #[derive(Clone)]
 pub struct Ledger {
     store: Arc<dyn Store>,
-    /// The bounds of a memory ledger (a durable store forgets by age only).
-    limits: Option<Limits>,
-    /// A durable reservation's lease.
-    lease: Option<Duration>,
 }
 
 impl Default for Ledger {
@@ -671,8 +672,9 @@ impl Ledger {
         let memory = Memory {
             accounts: Mutex::new(Accounts::new(limits.max_accounts, limits.max_accounts_per_root)),
             nonces: Mutex::new(NonceSet::new(limits.max_nonces, limits.max_nonces_per_root)),
+            limits,
         };
-        Ok(Ledger { store: Arc::new(memory), limits: Some(limits), lease: None })
+        Ok(Ledger { store: Arc::new(memory) })
     }
 
     /// A ledger kept in the durable store `url` names (SPEC §5.8): every process that
@@ -690,7 +692,7 @@ impl Ledger {
             Url::Redis(u) => Arc::new(crate::store::redis::RedisStore::open(&u, false, lease, timeout)?),
             Url::RedisCluster(u) => Arc::new(crate::store::redis::RedisStore::open(&u, true, lease, timeout)?),
         };
-        Ok(Ledger { store, limits: None, lease: Some(lease) })
+        Ok(Ledger { store })
     }
 
     /// Where this ledger keeps its state.
@@ -700,7 +702,7 @@ impl Ledger {
 
     /// A durable reservation's lease (None for a memory ledger).
     pub fn lease(&self) -> Option<Duration> {
-        self.lease
+        self.store.lease()
     }
 
     /// Lets go of the store's connections and files: later steps fail with
@@ -723,7 +725,7 @@ impl Ledger {
 
     /// What a memory ledger remembers at most (None for a durable store).
     pub fn limits(&self) -> Option<Limits> {
-        self.limits
+        self.store.limits()
     }
 
     /// A budget handle on `path` (account id, cap), root first.
@@ -756,11 +758,7 @@ impl Ledger {
     /// both succeed. `path` comes from [`chain_path`]; account `i` may be forgotten
     /// once `expires[i]` (link `i`'s `not_after`) has passed and nothing is reserved
     /// on it. A store failure ([`Error::Store`]) allows nothing.
-    pub fn admit(
-        &self,
-        now: u64,
-        batch: &[Admission<'_>],
-    ) -> Result<Vec<std::result::Result<Reservation, Code>>> {
+    pub fn admit(&self, now: u64, batch: &[Admission<'_>]) -> Result<Vec<std::result::Result<Reservation, Code>>> {
         for a in batch {
             if a.path.is_empty() {
                 return Err(Error::input("path", "a reservation needs at least one account"));

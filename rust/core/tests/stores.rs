@@ -112,7 +112,8 @@ fn a_link_closed_at_the_roots_clock_is_refused() {
     assert_eq!(check(&a, &root, &invoke(&root, 1, NOW + 200, 1), NOW + 200).0, Code::Ok);
     // A process whose clock is behind the root's still finds the child link valid by
     // its own `now`, but the root's clock has passed the link's not_after: closed.
-    let ask = Ask { ability: "call", resource: "api/x", cost: 1, timestamp: NOW + 50, nonce: Some([9; 16]), payload: b"" };
+    let ask =
+        Ask { ability: "call", resource: "api/x", cost: 1, timestamp: NOW + 50, nonce: Some([9; 16]), payload: b"" };
     let inv = chain::invoke(&child, &key(3), &ask).unwrap();
     assert_eq!(check(&b, &child, &inv, NOW + 50).0, Code::BudgetExhausted);
     // A memory ledger decides by the request's own `now`.
@@ -183,7 +184,10 @@ fn a_closed_store_fails_closed() {
 #[test]
 fn urls_are_checked() {
     for bad in ["sqlite://host/x.db", "sqlite:", "mysql://x", "redis+cluster://h:1/2"] {
-        assert!(matches!(Ledger::open(bad, Duration::from_secs(1), Duration::from_secs(1)), Err(Error::Input { .. })), "{bad}");
+        assert!(
+            matches!(Ledger::open(bad, Duration::from_secs(1), Duration::from_secs(1)), Err(Error::Input { .. })),
+            "{bad}"
+        );
     }
     assert!(matches!(
         Ledger::open("redis://127.0.0.1:1/0", Duration::from_secs(1), Duration::from_millis(200)),

@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-
 use hopgate_core::audit::{self, AuditLog, Fsync, Receipt, Report};
 use hopgate_macros::guarded;
 use pyo3::exceptions::PyTypeError;
@@ -20,7 +19,8 @@ use crate::errors::{input, to_py};
 /// How the core begins its refusal of a log another writer holds.
 const ONE_WRITER: &str = "the log is already open for appending";
 /// What a process that meets it should do instead (the reference says the same).
-const PER_WORKER: &str = "one log has one writer: give each process its own with hopgate.audit_worker_log(directory, key=...)";
+const PER_WORKER: &str =
+    "one log has one writer: give each process its own with hopgate.audit_worker_log(directory, key=...)";
 
 /// What an append returns: the record's index, the log's chain value after it,
 /// and a tag only the key holder can make. Keep it; show it later.

@@ -93,6 +93,14 @@ pub enum Settled {
 pub trait Store: Send + Sync {
     /// What kind of store this is.
     fn kind(&self) -> StoreKind;
+    /// A memory store's bounds (a durable store forgets by age only: None).
+    fn limits(&self) -> Option<crate::ledger::Limits> {
+        None
+    }
+    /// A durable store's lease on reservations (None in memory).
+    fn lease(&self) -> Option<Duration> {
+        None
+    }
     /// Keeps every nonce for at least `window` seconds past its timestamp.
     fn retain(&self, window: u64) -> Result<()>;
     /// The retention this process knows of (the longest window of its gates, and for a
@@ -336,7 +344,10 @@ mod tests {
         assert_eq!(out[0].1, 200);
         assert_eq!(Step::admit(&root, true, &a, &[None, None]), Err(Code::Replay));
         assert_eq!(Step::admit(&root, false, &Admission { timestamp: 89, ..a }, &[None, None]), Err(Code::Replay));
-        assert_eq!(Step::admit(&root, false, &Admission { expires: &[200, 100], ..a }, &[None, None]), Err(Code::BudgetExhausted));
+        assert_eq!(
+            Step::admit(&root, false, &Admission { expires: &[200, 100], ..a }, &[None, None]),
+            Err(Code::BudgetExhausted)
+        );
         assert_eq!(Step::admit(&root, false, &Admission { amount: 4, ..a }, &[None, None]), Err(Code::BudgetExhausted));
         let full = Account { cap: 3, spent: 1, ..Account::default() };
         assert_eq!(Step::admit(&root, false, &a, &[None, Some((full, 150))]), Err(Code::BudgetExhausted));

@@ -10,7 +10,7 @@
 //! idempotent by id) before the next step, or forfeited by their lease.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -76,16 +76,19 @@ fn bad_reply(v: &Value) -> Error {
     failed("redis", format!("unexpected reply {v:?}"))
 }
 
+/// The admissions of one root in a batch: (index in the batch, admission, reservation id).
+type Group<'b, 'a> = Vec<(usize, &'b Admission<'a>, [u8; 16])>;
+
 enum Conn {
     Single(redis::Connection),
-    Cluster(redis::cluster::ClusterConnection),
+    Cluster(Box<redis::cluster::ClusterConnection>),
 }
 
 impl Conn {
     fn like(&mut self) -> &mut dyn ConnectionLike {
         match self {
             Conn::Single(c) => c,
-            Conn::Cluster(c) => c,
+            Conn::Cluster(c) => c.as_mut(),
         }
     }
 }
@@ -99,13 +102,34 @@ enum Client {
 pub struct RedisStore {
     client: Client,
     conn: Mutex<Option<Conn>>,
-    closed: std::sync::atomic::AtomicBool,
+    closed: AtomicBool,
     script: Script,
     timeout: Duration,
     lease_ms: u64,
     retention: AtomicU64,
     /// Reservations a batch may have made whose reply was lost: (root, id).
     orphans: Mutex<Vec<(AccountId, [u8; 16])>>,
+    /// Replicas that must acknowledge every admission (`?replicas=N`), 0 for none.
+    replicas: u32,
+}
+
+/// `url` without hopgate's own query parameter `replicas=N`, and N (0 without it).
+fn replicas_param(url: &str) -> Result<(String, u32)> {
+    let Some((base, query)) = url.split_once('?') else { return Ok((url.to_string(), 0)) };
+    let mut replicas = 0;
+    let mut rest = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("replicas", n)) => {
+                replicas = n
+                    .parse::<u32>()
+                    .map_err(|_| Error::input("url", format!("replicas must be a count of replicas, got {n:?}")))?;
+            }
+            _ => rest.push(pair),
+        }
+    }
+    let url = if rest.is_empty() { base.to_string() } else { format!("{base}?{}", rest.join("&")) };
+    Ok((url, replicas))
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -120,6 +144,14 @@ impl RedisStore {
     /// A store on the server (or, with `cluster`, the cluster) at `url`; connects at
     /// once, so that a wrong address fails here.
     pub fn open(url: &str, cluster: bool, lease: Duration, timeout: Duration) -> Result<Self> {
+        let (url, replicas) = replicas_param(url)?;
+        let url = url.as_str();
+        if cluster && replicas > 0 {
+            return Err(Error::input(
+                "url",
+                "replicas= is offered for a single Redis server (redis://), not a cluster",
+            ));
+        }
         let client = if cluster {
             let c = redis::cluster::ClusterClient::builder(vec![url])
                 .connection_timeout(timeout)
@@ -133,12 +165,13 @@ impl RedisStore {
         let store = RedisStore {
             client,
             conn: Mutex::new(None),
-            closed: std::sync::atomic::AtomicBool::new(false),
+            closed: AtomicBool::new(false),
             script: Script::new(LEDGER_LUA),
             timeout,
             lease_ms: millis(lease),
             retention: AtomicU64::new(0),
             orphans: Mutex::new(Vec::new()),
+            replicas,
         };
         store.run(|_, _| Ok(()))?;
         Ok(store)
@@ -152,7 +185,7 @@ impl RedisStore {
                 con.set_write_timeout(Some(self.timeout)).map_err(err)?;
                 Ok(Conn::Single(con))
             }
-            Client::Cluster(c) => Ok(Conn::Cluster(c.get_connection().map_err(err)?)),
+            Client::Cluster(c) => Ok(Conn::Cluster(Box::new(c.get_connection().map_err(err)?))),
         }
     }
 
@@ -197,7 +230,14 @@ impl RedisStore {
         inv.invoke(conn.like()).map_err(err)
     }
 
-    fn settle_on(&self, conn: &mut Conn, root: &AccountId, id: &[u8; 16], kind: Settlement, charged: u64) -> Result<Settled> {
+    fn settle_on(
+        &self,
+        conn: &mut Conn,
+        root: &AccountId,
+        id: &[u8; 16],
+        kind: Settlement,
+        charged: u64,
+    ) -> Result<Settled> {
         let rid = hex(id);
         let mut keys = root_keys(root).to_vec();
         keys.push(format!("{}done:{rid}", prefix(root)));
@@ -212,7 +252,12 @@ impl RedisStore {
     }
 
     /// The script call that admits `group` (requests of one root, in order).
-    fn admit_call(&self, now: u64, root: &AccountId, group: &[(usize, &Admission<'_>, [u8; 16])]) -> (Vec<String>, Vec<String>) {
+    fn admit_call(
+        &self,
+        now: u64,
+        root: &AccountId,
+        group: &[(usize, &Admission<'_>, [u8; 16])],
+    ) -> (Vec<String>, Vec<String>) {
         let p = prefix(root);
         let mut keys = root_keys(root).to_vec();
         let mut args = vec![
@@ -234,7 +279,9 @@ impl RedisStore {
 
     /// Sends the calls of a batch: one pipeline on a single server (commands that met
     /// `NOSCRIPT` are sent again after loading the script; they did not run), one call
-    /// after another on a cluster.
+    /// after another on a cluster. With `replicas`, the pipeline ends with `WAIT`, and
+    /// fewer acknowledgements than asked fail the call (its reservations are released
+    /// by id, like a lost reply's).
     fn send(&self, conn: &mut Conn, calls: &[(Vec<String>, Vec<String>)]) -> Result<Vec<Value>> {
         let cmd = |(keys, args): &(Vec<String>, Vec<String>)| {
             let mut c = Cmd::new();
@@ -249,7 +296,16 @@ impl RedisStore {
                 for call in calls {
                     pipe.add_command(cmd(call));
                 }
+                let wait = || {
+                    let mut w = Cmd::new();
+                    w.arg("WAIT").arg(self.replicas).arg(millis(self.timeout));
+                    w
+                };
+                if self.replicas > 0 {
+                    pipe.add_command(wait());
+                }
                 let mut out: Vec<Value> = pipe.query(c).map_err(err)?;
+                let mut acknowledged = if self.replicas > 0 { out.pop() } else { None };
                 let missing = |v: &Value| matches!(v, Value::ServerError(e) if e.code() == "NOSCRIPT");
                 if out.iter().any(missing) {
                     self.script.load(c).map_err(err)?;
@@ -257,6 +313,22 @@ impl RedisStore {
                         if missing(&out[i]) {
                             out[i] = cmd(call).query(c).map_err(err)?;
                         }
+                    }
+                    if self.replicas > 0 {
+                        acknowledged = Some(wait().query(c).map_err(err)?);
+                    }
+                }
+                match acknowledged {
+                    None => {}
+                    Some(Value::Int(n)) if n >= i64::from(self.replicas) => {}
+                    Some(v) => {
+                        return Err(failed(
+                            "redis",
+                            format!(
+                                "WAIT: {v:?} of the {} replicas asked acknowledged the step in time",
+                                self.replicas
+                            ),
+                        ))
                     }
                 }
                 Ok(out)
@@ -273,6 +345,10 @@ impl Store for RedisStore {
         }
     }
 
+    fn lease(&self) -> Option<Duration> {
+        Some(Duration::from_millis(self.lease_ms))
+    }
+
     fn retain(&self, window: u64) -> Result<()> {
         self.retention.fetch_max(window, Ordering::Relaxed);
         Ok(())
@@ -283,7 +359,7 @@ impl Store for RedisStore {
     }
 
     fn admit(&self, now: u64, batch: &[Admission<'_>]) -> Result<Vec<std::result::Result<Held, Code>>> {
-        let mut groups: BTreeMap<AccountId, Vec<(usize, &Admission<'_>, [u8; 16])>> = BTreeMap::new();
+        let mut groups: BTreeMap<AccountId, Group<'_, '_>> = BTreeMap::new();
         for (i, a) in batch.iter().enumerate() {
             groups.entry(a.path[0].0).or_default().push((i, a, reservation_id()));
         }
@@ -296,9 +372,10 @@ impl Store for RedisStore {
                 orphans.extend(groups.iter().flat_map(|(root, g)| g.iter().map(move |(_, _, rid)| (*root, *rid))));
             })
         })?;
-        let mut out: Vec<std::result::Result<Held, Code>> = (0..batch.len()).map(|_| Err(Code::BudgetExhausted)).collect();
+        let mut out: Vec<std::result::Result<Held, Code>> =
+            (0..batch.len()).map(|_| Err(Code::BudgetExhausted)).collect();
         let mut failure = None;
-        for ((root, group), reply) in groups.iter().zip(replies) {
+        for (group, reply) in groups.values().zip(replies) {
             let codes = match reply {
                 Value::Array(codes) if codes.len() == group.len() => codes,
                 v => {
@@ -310,7 +387,9 @@ impl Store for RedisStore {
             };
             for ((i, a, rid), code) in group.iter().zip(codes) {
                 out[*i] = match code {
-                    Value::Int(0) => Ok(Held { id: *rid, path: a.path.iter().map(|(id, _)| *id).collect(), amount: a.amount }),
+                    Value::Int(0) => {
+                        Ok(Held { id: *rid, path: a.path.iter().map(|(id, _)| *id).collect(), amount: a.amount })
+                    }
                     Value::Int(16) => Err(Code::Replay),
                     Value::Int(17) => Err(Code::BudgetExhausted),
                     v => {
@@ -318,7 +397,6 @@ impl Store for RedisStore {
                         Err(Code::BudgetExhausted)
                     }
                 };
-                let _ = root;
             }
         }
         if let Some(e) = failure {
@@ -334,14 +412,23 @@ impl Store for RedisStore {
     fn reserve(&self, path: &[(AccountId, u64)], amount: u64) -> Result<Held> {
         let root = path[0].0;
         let rid = reservation_id();
-        let mut args = vec!["reserve".to_string(), h64(amount), hex(&rid), self.lease_ms.to_string(), path.len().to_string()];
+        let mut args =
+            vec!["reserve".to_string(), h64(amount), hex(&rid), self.lease_ms.to_string(), path.len().to_string()];
         for (id, cap) in path {
             args.extend([hex(id), h64(*cap)]);
         }
-        let keys = root_keys(&root).to_vec();
-        match self.run(|s, conn| s.call(conn, &keys, &args))? {
+        let calls = [(root_keys(&root).to_vec(), args)];
+        let reply = self.run(|s, conn| {
+            s.send(conn, &calls)
+                .inspect_err(|_| lock(&s.orphans).push((root, rid)))?
+                .pop()
+                .ok_or_else(|| failed("redis", "no reply"))
+        })?;
+        match reply {
             Value::Int(0) => Ok(Held { id: rid, path: path.iter().map(|(id, _)| *id).collect(), amount }),
-            Value::Int(17) => Err(Error::refused(Code::BudgetExhausted, "an account on the path has no room for the amount")),
+            Value::Int(17) => {
+                Err(Error::refused(Code::BudgetExhausted, "an account on the path has no room for the amount"))
+            }
             v => Err(bad_reply(&v)),
         }
     }
@@ -368,7 +455,8 @@ impl Store for RedisStore {
             Error::input("root", "a Redis ledger keeps accounts under their root: pass the path's first account id")
         })?;
         let key = format!("{}acct", prefix(root));
-        let v: Option<String> = self.run(|_, conn| redis::cmd("HGET").arg(&key).arg(hex(id)).query(conn.like()).map_err(err))?;
+        let v: Option<String> =
+            self.run(|_, conn| redis::cmd("HGET").arg(&key).arg(hex(id)).query(conn.like()).map_err(err))?;
         v.map(|v| parse_account(&v).ok_or_else(|| failed("redis", format!("{key} holds a damaged account"))))
             .transpose()
     }
@@ -376,9 +464,22 @@ impl Store for RedisStore {
     fn accounts(&self) -> Result<Vec<(AccountId, Account)>> {
         self.run(|_, conn| {
             let Conn::Single(c) = conn else {
-                return Err(Error::input("ledger", "listing every account of a Redis Cluster is not offered; ask account(id, root=...)"));
+                return Err(Error::input(
+                    "ledger",
+                    "listing every account of a Redis Cluster is not offered; ask account(id, root=...)",
+                ));
             };
-            let keys: Vec<String> = redis::cmd("SCAN").cursor_arg(0).arg("MATCH").arg("hg1:{*}:acct").arg("COUNT").arg(1000).clone().iter(c).map_err(err)?.collect::<redis::RedisResult<_>>().map_err(err)?;
+            let keys: Vec<String> = redis::cmd("SCAN")
+                .cursor_arg(0)
+                .arg("MATCH")
+                .arg("hg1:{*}:acct")
+                .arg("COUNT")
+                .arg(1000)
+                .clone()
+                .iter(c)
+                .map_err(err)?
+                .collect::<redis::RedisResult<_>>()
+                .map_err(err)?;
             let mut out = Vec::new();
             for key in keys {
                 let fields: Vec<(String, String)> = redis::cmd("HGETALL").arg(&key).query(c).map_err(err)?;
@@ -396,7 +497,17 @@ impl Store for RedisStore {
             let Conn::Single(c) = conn else {
                 return Err(Error::input("ledger", "counting the nonces of a Redis Cluster is not offered"));
             };
-            let keys: Vec<String> = redis::cmd("SCAN").cursor_arg(0).arg("MATCH").arg("hg1:{*}:n:*").arg("COUNT").arg(1000).clone().iter(c).map_err(err)?.collect::<redis::RedisResult<_>>().map_err(err)?;
+            let keys: Vec<String> = redis::cmd("SCAN")
+                .cursor_arg(0)
+                .arg("MATCH")
+                .arg("hg1:{*}:n:*")
+                .arg("COUNT")
+                .arg(1000)
+                .clone()
+                .iter(c)
+                .map_err(err)?
+                .collect::<redis::RedisResult<_>>()
+                .map_err(err)?;
             Ok(keys.len())
         })
     }

@@ -57,6 +57,9 @@ fn err(e: rusqlite::Error) -> Error {
 /// An account row: the account and its expiry.
 type Row = (Account, u64);
 
+/// A reservation row as read: id, root, path, amount.
+type ReservationRow = (Vec<u8>, Vec<u8>, Vec<u8>, Vec<u8>);
+
 /// The SQLite store.
 pub struct SqliteStore {
     conn: Mutex<Option<Connection>>,
@@ -72,13 +75,20 @@ impl SqliteStore {
         conn.busy_timeout(timeout).map_err(err)?;
         let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0)).map_err(err)?;
         if !mode.eq_ignore_ascii_case("wal") {
-            return Err(failed("sqlite", format!("{} cannot use write-ahead logging (journal_mode={mode})", path.display())));
+            return Err(failed(
+                "sqlite",
+                format!("{} cannot use write-ahead logging (journal_mode={mode})", path.display()),
+            ));
         }
         conn.pragma_update(None, "synchronous", "FULL").map_err(err)?;
         conn.execute_batch(&format!("BEGIN IMMEDIATE; {SCHEMA} COMMIT;")).map_err(err)?;
-        let format: i64 = conn.query_row("SELECT value FROM meta WHERE key = 'format'", [], |r| r.get(0)).map_err(err)?;
+        let format: i64 =
+            conn.query_row("SELECT value FROM meta WHERE key = 'format'", [], |r| r.get(0)).map_err(err)?;
         if format != FORMAT {
-            return Err(failed("sqlite", format!("{} holds ledger format {format}; this hopgate reads {FORMAT}", path.display())));
+            return Err(failed(
+                "sqlite",
+                format!("{} holds ledger format {format}; this hopgate reads {FORMAT}", path.display()),
+            ));
         }
         Ok(SqliteStore { conn: Mutex::new(Some(conn)), lease_ms: millis(lease), retention: AtomicU64::new(0) })
     }
@@ -161,7 +171,7 @@ fn settle_accounts(tx: &Connection, root: &AccountId, path: &[u8], reserved: u64
 /// Forfeits every reservation whose lease ended before `now_ms`, and forgets
 /// settlements older than [`super::SETTLED_MEMORY_MS`].
 fn sweep(tx: &Transaction<'_>, now_ms: u64) -> rusqlite::Result<()> {
-    let expired: Vec<(Vec<u8>, Vec<u8>, Vec<u8>, Vec<u8>)> = tx
+    let expired: Vec<ReservationRow> = tx
         .prepare_cached("SELECT id, root, path, amount FROM reservations WHERE deadline < ?1")?
         .query_map([ms(now_ms)], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
         .collect::<rusqlite::Result<_>>()?;
@@ -178,7 +188,13 @@ fn sweep(tx: &Transaction<'_>, now_ms: u64) -> rusqlite::Result<()> {
 }
 
 /// Records a reservation of `amount` on `path` under `root`, leased until `deadline`.
-fn insert_reservation(tx: &Connection, id: &[u8; 16], path: &[AccountId], amount: u64, deadline: u64) -> rusqlite::Result<()> {
+fn insert_reservation(
+    tx: &Connection,
+    id: &[u8; 16],
+    path: &[AccountId],
+    amount: u64,
+    deadline: u64,
+) -> rusqlite::Result<()> {
     tx.prepare_cached("INSERT INTO reservations VALUES (?1, ?2, ?3, ?4, ?5)")?.execute(params![
         &id[..],
         &path[0][..],
@@ -222,6 +238,10 @@ impl Cache {
 impl Store for SqliteStore {
     fn kind(&self) -> StoreKind {
         StoreKind::Sqlite
+    }
+
+    fn lease(&self) -> Option<Duration> {
+        Some(Duration::from_millis(self.lease_ms))
     }
 
     fn retain(&self, window: u64) -> Result<()> {
@@ -339,8 +359,9 @@ impl Store for SqliteStore {
         let retention = self.replay_window();
         self.read(|conn| {
             let clock = root_clock(conn, root)?.raised(now, retention);
-            let held =
-                conn.prepare_cached("SELECT 1 FROM nonces WHERE root = ?1 AND nonce = ?2")?.exists(params![&root[..], &nonce[..]])?;
+            let held = conn
+                .prepare_cached("SELECT 1 FROM nonces WHERE root = ?1 AND nonce = ?2")?
+                .exists(params![&root[..], &nonce[..]])?;
             Ok(held || clock.forgets(timestamp))
         })
     }
@@ -349,8 +370,10 @@ impl Store for SqliteStore {
         self.read(|conn| match root {
             Some(root) => Ok(account_row(conn, root, id)?.map(|(a, _)| a)),
             None => {
-                let root: Option<Vec<u8>> =
-                    conn.prepare_cached("SELECT root FROM accounts WHERE id = ?1 LIMIT 1")?.query_row([&id[..]], |r| r.get(0)).optional()?;
+                let root: Option<Vec<u8>> = conn
+                    .prepare_cached("SELECT root FROM accounts WHERE id = ?1 LIMIT 1")?
+                    .query_row([&id[..]], |r| r.get(0))
+                    .optional()?;
                 let Some(root) = root else { return Ok(None) };
                 let root: AccountId = root.as_slice().try_into().map_err(|_| rusqlite::Error::InvalidQuery)?;
                 Ok(account_row(conn, &root, id)?.map(|(a, _)| a))
@@ -379,7 +402,10 @@ impl Store for SqliteStore {
     fn nonces_len(&self, now: u64) -> Result<usize> {
         let retention = self.replay_window();
         self.read(|conn| {
-            let roots: Vec<Vec<u8>> = conn.prepare("SELECT root FROM roots")?.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
+            let roots: Vec<Vec<u8>> = conn
+                .prepare("SELECT root FROM roots")?
+                .query_map([], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
             let mut n = 0usize;
             for root in roots {
                 let root: AccountId = root.as_slice().try_into().map_err(|_| rusqlite::Error::InvalidQuery)?;
@@ -407,7 +433,10 @@ fn forget(tx: &Connection, root: &AccountId, c: &RootClock) -> rusqlite::Result<
         tx.prepare_cached("DELETE FROM nonces WHERE root = ?1 AND ts < ?2")?
             .execute(params![&root[..], &be(c.clock - c.retention)[..]])?;
     }
-    tx.prepare_cached("DELETE FROM accounts WHERE root = ?1 AND expires <= ?2 AND reserved = ?3")?
-        .execute(params![&root[..], &be(c.clock)[..], &be(0)[..]])?;
+    tx.prepare_cached("DELETE FROM accounts WHERE root = ?1 AND expires <= ?2 AND reserved = ?3")?.execute(params![
+        &root[..],
+        &be(c.clock)[..],
+        &be(0)[..]
+    ])?;
     Ok(())
 }

@@ -31,7 +31,15 @@ pub fn grant(holder: &SigningKey, budget: u64, not_after: u64, nonce: u8) -> Vec
     chain::grant(&key(1), &[0; 16], &fields).unwrap()
 }
 
-pub fn invoke(chain: &[u8], holder: &SigningKey, resource: &str, cost: u64, ts: u64, nonce: u8, payload: &[u8]) -> Vec<u8> {
+pub fn invoke(
+    chain: &[u8],
+    holder: &SigningKey,
+    resource: &str,
+    cost: u64,
+    ts: u64,
+    nonce: u8,
+    payload: &[u8],
+) -> Vec<u8> {
     let ask = Ask { ability: "call", resource, cost, timestamp: ts, nonce: Some([nonce; 16]), payload };
     chain::invoke(chain, holder, &ask).unwrap()
 }
@@ -42,4 +50,3 @@ pub fn gate(ledger: Ledger, skew: u64, window: u64) -> Gate {
     config.replay_window = window;
     Gate::new(config, HashSet::new(), ledger).unwrap()
 }
-
