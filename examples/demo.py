@@ -21,7 +21,8 @@ into a virtualenv of its own with ``pip install .`` and does). It needs only wha
    ``hopgate.reference.verify_chains``;
 5. prints the workload, the decisions against the expected ones, and the throughput;
 6. runs the gate scenario of ``demo_gate``: agents spending concurrently through
-   delegated budgets, a replay, a stolen chain, a revoked agent.
+   delegated budgets, a replay, a stolen chain, a revoked agent; then ``demo_stores``:
+   the same agents from two processes on one SQLite ledger, and a restart.
 
 The exit status is 1 when any chain gets another decision than the expected one, or
 when the reference and the native module disagree on any sampled chain.
@@ -44,6 +45,7 @@ import numpy.typing as npt
 
 import hopgate
 from demo_gate import run as gate_scenario
+from demo_stores import run as stores_scenario
 from demo_wire import KIND_DELEGATION, KIND_GRANT, LINK_DOMAIN, cap_covers, encode_chain, encode_link_body
 from hopgate import Chain, Code, Link, SigningKey
 
@@ -884,7 +886,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     else:
         print("  reference: not run (--reference-sample 0)", file=out)
 
-    gate_failures = gate_scenario(out)
+    gate_failures = gate_scenario(out) + stores_scenario(out)
     for failure in gate_failures:
         print(f"  FAILED: {failure}", file=out)
     failures += len(gate_failures)

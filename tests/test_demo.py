@@ -45,6 +45,16 @@ def test_demo_gate_scenario(impl_name: str, monkeypatch: pytest.MonkeyPatch) -> 
     assert "REPLAY" in text and "BAD_SIGNATURE" in text and "REVOKED" in text
 
 
+def test_demo_stores_scenario(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The scenario across two processes on one SQLite ledger: the grant's cap holds
+    over both, a replay crosses processes, and a restart forgets no spending."""
+    run = example("demo_stores", monkeypatch).run
+    out = io.StringIO()
+    assert run(out) == []
+    text = out.getvalue()
+    assert "-> REPLAY" in text and "nothing left reserved: True" in text and "BUDGET_EXHAUSTED" in text
+
+
 def test_demo_wire_encodes_what_the_builders_encode(monkeypatch: pytest.MonkeyPatch) -> None:
     """The demo's hand encoder (for the links the builders refuse) writes a builder-made
     chain and invocation back byte for byte, from their parsed fields."""

@@ -1,5 +1,6 @@
 //! The affine budget ledger (SPEC §5) and the replay-nonce set that gates sharing a
-//! ledger share (SPEC §5.5).
+//! ledger share (SPEC §5.5). A ledger keeps its state in a [`Store`]: the memory store
+//! here (SPEC §5.1 to §5.7), or a durable one of [`crate::store`] (SPEC §5.8).
 //!
 //! Every link of a chain is an account, keyed by its revocation id, capped by the
 //! link's budget. Spending through a chain reserves on **every** account of its path
@@ -769,6 +770,17 @@ impl Ledger {
         Ok(held.into_iter().map(|h| h.map(|held| self.reservation(held))).collect())
     }
 
+    /// What could be reserved on `path` now: the least room on it.
+    pub fn remaining(&self, path: &[(AccountId, u64)]) -> Result<u64> {
+        let Some(&(root, _)) = path.first() else { return Ok(0) };
+        let mut least = u64::MAX;
+        for (id, cap) in path {
+            let room = self.account(Some(&root), id)?.map_or(*cap, |a| a.room());
+            least = least.min(room);
+        }
+        Ok(least)
+    }
+
     /// Whether `nonce` of `root`, dated `timestamp`, would be refused as a replay at
     /// `now`, without consuming or pruning anything.
     pub fn seen(&self, root: &AccountId, nonce: &[u8; 16], timestamp: u64, now: u64) -> Result<bool> {
@@ -912,6 +924,11 @@ impl Budget {
         &self.path
     }
 
+    /// The ledger it reserves on.
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
     /// Reserves `amount` on every account of the path.
     pub fn reserve(&self, amount: u64) -> Result<Reservation> {
         self.ledger.reserve(&self.path, amount)
@@ -919,13 +936,7 @@ impl Budget {
 
     /// What could be reserved now: the least room on the path.
     pub fn remaining(&self) -> Result<u64> {
-        let root = self.path[0].0;
-        let mut least = u64::MAX;
-        for (id, cap) in &self.path {
-            let room = self.ledger.account(Some(&root), id)?.map_or(*cap, |a| a.room());
-            least = least.min(room);
-        }
-        Ok(least)
+        self.ledger.remaining(&self.path)
     }
 
     /// Splits off a child account with `cap` (at most this budget's own cap) under

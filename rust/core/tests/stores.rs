@@ -194,3 +194,24 @@ fn urls_are_checked() {
         Err(Error::Store { .. })
     ));
 }
+
+#[test]
+fn many_open_one_new_file_at_once() {
+    for trial in 0..10 {
+        let url = scratch(&format!("open-{trial}"));
+        let barrier = std::sync::Barrier::new(16);
+        std::thread::scope(|s| {
+            let opened: Vec<_> = (0..16)
+                .map(|_| {
+                    s.spawn(|| {
+                        barrier.wait();
+                        Ledger::open(&url, Duration::from_secs(30), Duration::from_secs(5)).map(|_| ())
+                    })
+                })
+                .collect();
+            for o in opened {
+                assert_eq!(o.join().unwrap(), Ok(()), "trial {trial}");
+            }
+        });
+    }
+}

@@ -235,6 +235,18 @@ impl PyBudget {
         let guard = lock(&self.inner);
         f(guard.as_ref().ok_or_else(|| gone("Budget (it delegated; use the handle delegate returned)"))?)
     }
+
+    /// The ledger and path, copied out so that a store call runs without the GIL and
+    /// without this handle's lock: a thread waiting on one while holding the other
+    /// would deadlock with the one returning.
+    fn detached<T: Send>(
+        &self,
+        py: Python<'_>,
+        f: impl FnOnce(&Ledger, &[(ledger::AccountId, u64)]) -> hopgate_core::Result<T> + Send,
+    ) -> PyResult<T> {
+        let (ledger, path) = self.with(|b| Ok((b.ledger().clone(), b.path().to_vec())))?;
+        py.detach(|| f(&ledger, &path)).map_err(to_py)
+    }
 }
 
 #[guarded]
@@ -244,13 +256,13 @@ impl PyBudget {
     /// `BudgetExhaustedError` (changing nothing) unless every account has room.
     fn reserve(&self, py: Python<'_>, amount: &Bound<'_, PyAny>) -> PyResult<Py<PyReservation>> {
         let amount: u64 = amount.extract().map_err(|_| input("amount: expected an integer in 0..=2**64-1"))?;
-        let r = self.with(|b| py.detach(|| b.reserve(amount)).map_err(to_py))?;
+        let r = self.detached(py, |ledger, path| ledger.reserve(path, amount))?;
         Py::new(py, PyReservation::new(r))
     }
 
     /// What could be reserved now: the least room on the path.
     fn remaining(&self, py: Python<'_>) -> PyResult<u64> {
-        self.with(|b| py.detach(|| b.remaining()).map_err(to_py))
+        self.detached(py, |ledger, path| ledger.remaining(path))
     }
 
     /// `(account_id, cap)` per account, root first.
@@ -264,7 +276,6 @@ impl PyBudget {
     #[pyo3(signature = (cap, account_id = None))]
     fn delegate(
         &self,
-        py: Python<'_>,
         cap: &Bound<'_, PyAny>,
         account_id: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<(PyBudget, PyBudget)> {
@@ -278,9 +289,11 @@ impl PyBudget {
                 id
             }
         };
+        // The GIL stays held: the handle's lock is held throughout (a refusal puts the
+        // budget back), and releasing the GIL under it could deadlock (see `detached`).
         let mut guard = lock(&self.inner);
         let budget = guard.take().ok_or_else(|| gone("Budget (it delegated; use the handle delegate returned)"))?;
-        match py.detach(|| budget.delegate(id, cap)) {
+        match budget.delegate(id, cap) {
             Ok((parent, child)) => {
                 Ok((PyBudget { inner: Mutex::new(Some(parent)) }, PyBudget { inner: Mutex::new(Some(child)) }))
             }

@@ -73,7 +73,19 @@ impl SqliteStore {
     pub fn open(path: &Path, lease: Duration, timeout: Duration) -> Result<Self> {
         let conn = Connection::open(path).map_err(|e| failed(&format!("sqlite: opening {}", path.display()), e))?;
         conn.busy_timeout(timeout).map_err(err)?;
-        let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0)).map_err(err)?;
+        // Switching a new file to WAL takes a lock that SQLite's busy handler does not
+        // wait for: processes opening one new file at once retry until `timeout`.
+        let started = std::time::Instant::now();
+        let mode: String = loop {
+            match conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0)) {
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if e.code == rusqlite::ErrorCode::DatabaseBusy && started.elapsed() < timeout =>
+                {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                other => break other.map_err(err)?,
+            }
+        };
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(failed(
                 "sqlite",
