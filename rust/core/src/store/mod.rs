@@ -11,6 +11,7 @@
 pub mod redis;
 pub mod sqlite;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::audit::Settlement;
@@ -97,15 +98,26 @@ pub trait Store: Send + Sync {
     fn limits(&self) -> Option<crate::ledger::Limits> {
         None
     }
-    /// A durable store's lease on reservations (None in memory).
-    fn lease(&self) -> Option<Duration> {
+    /// A durable store's settings in this process (None in memory).
+    fn local(&self) -> Option<&Local> {
         None
     }
+    /// A durable store's lease on reservations (None in memory).
+    fn lease(&self) -> Option<Duration> {
+        self.local().map(|l| Duration::from_millis(l.lease_ms))
+    }
     /// Keeps every nonce for at least `window` seconds past its timestamp.
-    fn retain(&self, window: u64) -> Result<()>;
-    /// The retention this process knows of (the longest window of its gates, and for a
-    /// durable store what it read from the store).
-    fn replay_window(&self) -> u64;
+    fn retain(&self, window: u64) -> Result<()> {
+        if let Some(l) = self.local() {
+            l.retention.fetch_max(window, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+    /// The retention this process applies: the longest window of its gates (a durable
+    /// store's roots keep the longest of every process that stepped on them).
+    fn replay_window(&self) -> u64 {
+        self.local().map_or(0, |l| l.retention.load(Ordering::Relaxed))
+    }
     /// The gate's ledger step for each admission, in order, at `now`: `Ok` with the
     /// reservation, or the refusal (16 or 17). One transaction or script call per root.
     fn admit(&self, now: u64, batch: &[Admission<'_>]) -> Result<Vec<std::result::Result<Held, Code>>>;
@@ -125,6 +137,21 @@ pub trait Store: Send + Sync {
     fn nonces_len(&self, now: u64) -> Result<usize>;
     /// Lets go of connections and files; later steps fail with [`Error::Store`].
     fn close(&self) {}
+}
+
+/// What a durable store's process knows of itself: its lease on reservations, and the
+/// longest replay window of its gates.
+pub struct Local {
+    /// The lease, in ms.
+    pub lease_ms: u64,
+    retention: AtomicU64,
+}
+
+impl Local {
+    /// `lease`, and no gate yet.
+    pub fn new(lease: Duration) -> Self {
+        Local { lease_ms: millis(lease), retention: AtomicU64::new(0) }
+    }
 }
 
 /// A store failure: changes nothing, and makes a gate allow nothing.

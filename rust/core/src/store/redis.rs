@@ -10,13 +10,13 @@
 //! idempotent by id) before the next step, or forfeited by their lease.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use redis::{Cmd, ConnectionLike, Script, Value};
 
-use super::{failed, millis, reservation_id, Admission, Held, Settled, Step, Store, StoreKind};
+use super::{failed, millis, reservation_id, Admission, Held, Local, Settled, Step, Store, StoreKind};
 use crate::audit::Settlement;
 use crate::ledger::{Account, AccountId};
 use crate::{Code, Error, Result};
@@ -72,6 +72,13 @@ fn root_keys(root: &AccountId) -> [String; 4] {
     [format!("{p}meta"), format!("{p}acct"), format!("{p}res"), format!("{p}lease")]
 }
 
+/// Every key of a single server that matches `pattern`.
+fn scan(c: &mut redis::Connection, pattern: &str) -> Result<Vec<String>> {
+    let mut cmd = redis::cmd("SCAN");
+    cmd.cursor_arg(0).arg("MATCH").arg(pattern).arg("COUNT").arg(1000);
+    cmd.iter(c).map_err(err)?.collect::<redis::RedisResult<_>>().map_err(err)
+}
+
 fn bad_reply(v: &Value) -> Error {
     failed("redis", format!("unexpected reply {v:?}"))
 }
@@ -105,8 +112,7 @@ pub struct RedisStore {
     closed: AtomicBool,
     script: Script,
     timeout: Duration,
-    lease_ms: u64,
-    retention: AtomicU64,
+    local: Local,
     /// Reservations a batch may have made whose reply was lost: (root, id).
     orphans: Mutex<Vec<(AccountId, [u8; 16])>>,
     /// Replicas that must acknowledge every admission (`?replicas=N`), 0 for none.
@@ -168,8 +174,7 @@ impl RedisStore {
             closed: AtomicBool::new(false),
             script: Script::new(LEDGER_LUA),
             timeout,
-            lease_ms: millis(lease),
-            retention: AtomicU64::new(0),
+            local: Local::new(lease),
             orphans: Mutex::new(Vec::new()),
             replicas,
         };
@@ -264,7 +269,7 @@ impl RedisStore {
             "admit".to_string(),
             h64(now),
             h64(self.replay_window()),
-            self.lease_ms.to_string(),
+            self.local.lease_ms.to_string(),
             group.len().to_string(),
         ];
         for (_, a, rid) in group {
@@ -345,17 +350,8 @@ impl Store for RedisStore {
         }
     }
 
-    fn lease(&self) -> Option<Duration> {
-        Some(Duration::from_millis(self.lease_ms))
-    }
-
-    fn retain(&self, window: u64) -> Result<()> {
-        self.retention.fetch_max(window, Ordering::Relaxed);
-        Ok(())
-    }
-
-    fn replay_window(&self) -> u64 {
-        self.retention.load(Ordering::Relaxed)
+    fn local(&self) -> Option<&Local> {
+        Some(&self.local)
     }
 
     fn admit(&self, now: u64, batch: &[Admission<'_>]) -> Result<Vec<std::result::Result<Held, Code>>> {
@@ -412,8 +408,13 @@ impl Store for RedisStore {
     fn reserve(&self, path: &[(AccountId, u64)], amount: u64) -> Result<Held> {
         let root = path[0].0;
         let rid = reservation_id();
-        let mut args =
-            vec!["reserve".to_string(), h64(amount), hex(&rid), self.lease_ms.to_string(), path.len().to_string()];
+        let mut args = vec![
+            "reserve".to_string(),
+            h64(amount),
+            hex(&rid),
+            self.local.lease_ms.to_string(),
+            path.len().to_string(),
+        ];
         for (id, cap) in path {
             args.extend([hex(id), h64(*cap)]);
         }
@@ -469,17 +470,7 @@ impl Store for RedisStore {
                     "listing every account of a Redis Cluster is not offered; ask account(id, root=...)",
                 ));
             };
-            let keys: Vec<String> = redis::cmd("SCAN")
-                .cursor_arg(0)
-                .arg("MATCH")
-                .arg("hg1:{*}:acct")
-                .arg("COUNT")
-                .arg(1000)
-                .clone()
-                .iter(c)
-                .map_err(err)?
-                .collect::<redis::RedisResult<_>>()
-                .map_err(err)?;
+            let keys = scan(c, "hg1:{*}:acct")?;
             let mut out = Vec::new();
             for key in keys {
                 let fields: Vec<(String, String)> = redis::cmd("HGETALL").arg(&key).query(c).map_err(err)?;
@@ -497,18 +488,7 @@ impl Store for RedisStore {
             let Conn::Single(c) = conn else {
                 return Err(Error::input("ledger", "counting the nonces of a Redis Cluster is not offered"));
             };
-            let keys: Vec<String> = redis::cmd("SCAN")
-                .cursor_arg(0)
-                .arg("MATCH")
-                .arg("hg1:{*}:n:*")
-                .arg("COUNT")
-                .arg(1000)
-                .clone()
-                .iter(c)
-                .map_err(err)?
-                .collect::<redis::RedisResult<_>>()
-                .map_err(err)?;
-            Ok(keys.len())
+            Ok(scan(c, "hg1:{*}:n:*")?.len())
         })
     }
 

@@ -5,13 +5,12 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 
-use super::{failed, host_ms, millis, reservation_id, Admission, Held, RootClock, Settled, Step, Store, StoreKind};
+use super::{failed, host_ms, reservation_id, Admission, Held, Local, RootClock, Settled, Step, Store, StoreKind};
 use crate::audit::Settlement;
 use crate::ledger::{Account, AccountId, NEVER};
 use crate::{Code, Error, Result};
@@ -63,9 +62,7 @@ type ReservationRow = (Vec<u8>, Vec<u8>, Vec<u8>, Vec<u8>);
 /// The SQLite store.
 pub struct SqliteStore {
     conn: Mutex<Option<Connection>>,
-    lease_ms: u64,
-    /// The longest replay window of this process's gates.
-    retention: AtomicU64,
+    local: Local,
 }
 
 impl SqliteStore {
@@ -102,7 +99,7 @@ impl SqliteStore {
                 format!("{} holds ledger format {format}; this hopgate reads {FORMAT}", path.display()),
             ));
         }
-        Ok(SqliteStore { conn: Mutex::new(Some(conn)), lease_ms: millis(lease), retention: AtomicU64::new(0) })
+        Ok(SqliteStore { conn: Mutex::new(Some(conn)), local: Local::new(lease) })
     }
 
     fn lock(&self) -> MutexGuard<'_, Option<Connection>> {
@@ -252,22 +249,13 @@ impl Store for SqliteStore {
         StoreKind::Sqlite
     }
 
-    fn lease(&self) -> Option<Duration> {
-        Some(Duration::from_millis(self.lease_ms))
-    }
-
-    fn retain(&self, window: u64) -> Result<()> {
-        self.retention.fetch_max(window, Ordering::Relaxed);
-        Ok(())
-    }
-
-    fn replay_window(&self) -> u64 {
-        self.retention.load(Ordering::Relaxed)
+    fn local(&self) -> Option<&Local> {
+        Some(&self.local)
     }
 
     fn admit(&self, now: u64, batch: &[Admission<'_>]) -> Result<Vec<std::result::Result<Held, Code>>> {
         let retention = self.replay_window();
-        let deadline = host_ms().saturating_add(self.lease_ms);
+        let deadline = host_ms().saturating_add(self.local.lease_ms);
         self.with(|tx| {
             let mut clocks: HashMap<AccountId, RootClock> = HashMap::new();
             let mut cache = Cache::default();
@@ -321,7 +309,7 @@ impl Store for SqliteStore {
     }
 
     fn reserve(&self, path: &[(AccountId, u64)], amount: u64) -> Result<Held> {
-        let deadline = host_ms().saturating_add(self.lease_ms);
+        let deadline = host_ms().saturating_add(self.local.lease_ms);
         let root = path[0].0;
         let held = self.with(|tx| {
             let mut rows = Vec::with_capacity(path.len());
