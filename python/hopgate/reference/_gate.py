@@ -3,7 +3,9 @@
 A request is a chain plus an invocation signed by the chain's final holder.
 ``Gate.check_batch`` judges requests in list order, each by SPEC §4 (first
 failure wins), and for an allowed request consumes its nonce and reserves its
-cost on every link of the chain, in one step under the ledger's lock.
+cost on every link of the chain, in one atomic step of the ledger. The requests
+of a call that reach the ledger step go to the ledger together, in input order,
+so that a durable store takes the whole call in one transaction per root.
 
 The server, not the client, says what a request is: a gate may be given the
 request's body (``payload``), whose BLAKE3 must be the invocation's signed
@@ -33,6 +35,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
+from contextlib import suppress
 from typing import Literal, Optional, Union, overload
 
 import numpy as np
@@ -41,7 +44,7 @@ import numpy.typing as npt
 from .._audit import GateRecord
 from .._codes import Code
 from .._decision import Decision, Requirement
-from ..errors import InputError, MalformedError
+from ..errors import InputError, MalformedError, StoreError
 from ._audit import AuditLog, Receipt
 from ._batch import as_bytes, batch_items, is_buffer
 from ._chain import (
@@ -54,6 +57,7 @@ from ._chain import (
 from ._ed25519 import verify
 from ._hash import blake3_digest
 from ._ledger import Ledger, Reservation
+from ._store import Step
 from ._wire import INVOKE_DOMAIN, cap_covers, check_fixed, check_uint, parse_chain, parse_invocation
 
 __all__ = ["Gate"]
@@ -228,7 +232,8 @@ class Gate:
 
         ``payload`` (bytes-like): the request body, which the invocation's
         ``payload_digest`` must cover. ``require=(ability, resource, price)``:
-        what the server asks of this request.
+        what the server asks of this request. A durable ledger's store that
+        fails raises ``StoreError``: nothing is allowed.
         """
         chain_items, invocation_items, when = self._requests([chain], [invocation], now)
         payloads = [_payload(payload, "payload")]
@@ -249,11 +254,15 @@ class Gate:
         """The code ``check`` would give if the budget step passed: every step up
         to and including the replay check (read only), without a payload. It
         consumes no nonce, reserves nothing and writes no audit record (a server
-        can refuse early, before reading a body, a replayed request included)."""
+        can refuse early, before reading a body, a replayed request included).
+        A durable ledger's store that fails raises ``StoreError``."""
         chain_items, invocation_items, when = self._requests([chain], [invocation], now)
         requirement = _requirement(require, "require")
-        code, _ = self._decide(chain_items[0], invocation_items[0], when, None, requirement, admit=False)
-        return code
+        verdict = self._judge(chain_items[0], invocation_items[0], when, None, requirement)
+        if isinstance(verdict, Step):
+            # Read only: a remembered nonce, or one the ledger may have forgotten.
+            return Code.REPLAY if self._ledger._seen(verdict, when) else Code.OK
+        return verdict
 
     @overload
     def check_batch(
@@ -303,7 +312,8 @@ class Gate:
         ``now`` defaults to the current unix time. Arguments of the wrong shape
         raise ``InputError`` before any request is decided. If the audit log
         cannot be written, every reservation of the batch is released and the
-        error raised: nothing is allowed without its record.
+        error raised: nothing is allowed without its record. A durable ledger's
+        store that fails raises ``StoreError``: nothing of the batch is allowed.
         """
         chain_items, invocation_items, when = self._requests(chains, invocations, now)
         count = len(chain_items)
@@ -351,12 +361,22 @@ class Gate:
     ) -> tuple[npt.NDArray[np.uint8], list[Optional[Reservation]], list[Optional[Receipt]]]:
         """Decide checked requests in order, then append their audit records."""
         codes = np.zeros(len(chain_items), dtype=np.uint8)
-        reservations: list[Optional[Reservation]] = []
+        reservations: list[Optional[Reservation]] = [None] * len(chain_items)
+        steps: list[tuple[int, Step]] = []
         items = zip(chain_items, invocation_items, payloads, requires)
         for i, (raw_chain, raw_invocation, payload, requirement) in enumerate(items):
-            code, reservation = self._decide(raw_chain, raw_invocation, when, payload, requirement)
-            codes[i] = code
-            reservations.append(reservation)
+            verdict = self._judge(raw_chain, raw_invocation, when, payload, requirement)
+            if isinstance(verdict, Step):
+                steps.append((i, verdict))
+            else:
+                codes[i] = verdict
+        # (f) replay and (g) the reservation, one atomic ledger step per request,
+        # in input order. A store that fails raises StoreError: nothing is allowed.
+        if steps:
+            admitted = self._ledger._admit([step for _, step in steps], when)
+            for (i, _), (code, reservation) in zip(steps, admitted):
+                codes[i] = code
+                reservations[i] = reservation
         audit_receipts: list[Optional[Receipt]] = [None] * len(chain_items)
         if self._audit is not None:
             records = [
@@ -372,7 +392,9 @@ class Gate:
             except BaseException:
                 for r in reservations:
                     if r is not None:
-                        r.release()
+                        # A store that cannot release leaves it to the lease.
+                        with suppress(StoreError):
+                            r.release()
                 raise
             for k, r in enumerate(reservations):
                 if r is not None:
@@ -381,41 +403,40 @@ class Gate:
 
     # -- one request, SPEC §4 order ---------------------------------------
 
-    def _decide(
+    def _judge(
         self,
         raw_chain: bytes,
         raw_invocation: bytes,
         now: int,
         payload: Optional[bytes],
         requirement: Optional[Requirement],
-        admit: bool = True,
-    ) -> tuple[Code, Optional[Reservation]]:
-        """One request in SPEC §4 order; with ``admit=False`` it stops before
-        the replay and ledger steps (OK if everything up to them passed)."""
+    ) -> Union[Code, Step]:
+        """One request in SPEC §4 order up to the ledger: the first failure, or
+        the ledger ``Step`` (replay and reservation) it reached."""
         try:  # (a)
             links = parse_chain(raw_chain)
             invocation = parse_invocation(raw_invocation)
         except MalformedError:
-            return Code.MALFORMED, None
+            return Code.MALFORMED
         if links[0].issuer not in self._trusted:  # (b)
-            return Code.UNTRUSTED_ISSUER, None
+            return Code.UNTRUSTED_ISSUER
         last = links[-1]
         digest = blake3_digest(raw_chain)
         cached = self._cache_hit(digest)
 
         # (c) the invocation is signed by the holder named in the last link.
         if not cached and not link_signatures_valid(links):
-            return Code.BAD_SIGNATURE, None
+            return Code.BAD_SIGNATURE
         if not verify(INVOKE_DOMAIN + invocation.body, invocation.signature, last.holder):
-            return Code.BAD_SIGNATURE, None
+            return Code.BAD_SIGNATURE
         # The signed digest must cover the body the server received.
         if payload is not None and blake3_digest(payload) != invocation.payload_digest:
-            return Code.BAD_SIGNATURE, None
+            return Code.BAD_SIGNATURE
         # (d)
         if not cached and not links_connected(links):
-            return Code.BROKEN_LINK, None
+            return Code.BROKEN_LINK
         if invocation.tail_sig != last.signature:
-            return Code.BROKEN_LINK, None
+            return Code.BROKEN_LINK
 
         # (e) Attenuation is judged for all links first, to decide caching (a
         # chain that is merely expired still goes in the cache); if it fails,
@@ -430,37 +451,30 @@ class Gate:
             links, now, self._session, self._revoked, check_attenuation=not attenuated
         )
         if code is not Code.OK:
-            return code, None
+            return code
 
         # (f) The server's route names one exact ability and resource: a chain
         # granting "pay/*" may not be spent on "pay/x" where the route is "pay/y".
         if requirement is not None and (
             invocation.ability != requirement[0] or invocation.resource != requirement[1]
         ):
-            return Code.SCOPE_DENIED, None
+            return Code.SCOPE_DENIED
         if not any(cap_covers(cap, (invocation.resource, invocation.ability)) for cap in last.caps):
-            return Code.SCOPE_DENIED, None
+            return Code.SCOPE_DENIED
         if invocation.cost > last.budget:
-            return Code.COST_EXCEEDS_GRANT, None
+            return Code.COST_EXCEEDS_GRANT
         # The signed cost is what the ledger reserves: below the price, the
         # request would spend less than it costs (cost 0 spends nothing).
         if requirement is not None and invocation.cost < requirement[2]:
-            return Code.COST_BELOW_PRICE, None
+            return Code.COST_BELOW_PRICE
         if abs(invocation.timestamp - now) > self._skew:
-            return Code.STALE_INVOCATION, None
-        path = [(blake3_digest(link.signature), link.budget) for link in links]
-        if not admit:
-            # Read only: a remembered nonce, or one at or before a horizon.
-            seen = self._ledger._seen(path[0][0], invocation.nonce, invocation.timestamp, now)
-            return (Code.REPLAY if seen else Code.OK), None
-        # (f) replay and (g) the reservation, atomically in the ledger.
-        return self._ledger._admit(
-            path,
-            [link.not_after for link in links],
-            invocation.cost,
-            invocation.nonce,
+            return Code.STALE_INVOCATION
+        return Step(
+            path=tuple((blake3_digest(link.signature), link.budget) for link in links),
+            expires=tuple(link.not_after for link in links),
+            cost=invocation.cost,
+            nonce=invocation.nonce,
             timestamp=invocation.timestamp,
-            now=now,
         )
 
     # -- verified-chain cache (LRU) ---------------------------------------

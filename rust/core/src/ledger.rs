@@ -850,17 +850,24 @@ impl Reservation {
     /// the order the ledger saw them. (The audit lock is taken before the accounts
     /// lock here, and the gate never holds the accounts lock while it takes the audit
     /// lock, so the two cannot deadlock.) The ledger is settled even when the record
-    /// cannot be written: money spent is never forgotten. Nothing is recorded when
-    /// the store settled nothing now (a retry, or a lease that forfeited it: the
-    /// forfeit stands).
+    /// cannot be written: money spent is never forgotten. A reservation its lease
+    /// forfeited is recorded as that forfeit.
     fn settle(&self, kind: Settlement, charged: u64) -> std::result::Result<(), SettleError> {
         let Some((log, invocation)) = &self.audit else {
             return self.settle_store(kind, charged);
         };
         let mut log = lock(log);
-        self.settle_store(kind, charged)?;
+        let outcome = self.settle_store(kind, charged);
+        // A lease that forfeited it is recorded as that forfeit: the log then holds what
+        // the ledger charged. A store that failed leaves it to the lease (no record).
+        let (kind, charged) = match outcome {
+            Ok(()) => (kind, charged),
+            Err(SettleError::LeaseExpired(amount)) => (Settlement::Forfeit, amount),
+            Err(e) => return Err(e),
+        };
         let record = audit::settle_record(kind, self.held.amount, charged, invocation, &self.held.path);
-        log.append(&record).map(|_| ()).map_err(SettleError::Audit)
+        log.append(&record).map_err(SettleError::Audit)?;
+        outcome
     }
 
     fn settle_store(&self, kind: Settlement, charged: u64) -> std::result::Result<(), SettleError> {

@@ -367,18 +367,22 @@ impl Store for SqliteStore {
     }
 
     fn account(&self, root: Option<&AccountId>, id: &AccountId) -> Result<Option<Account>> {
-        self.read(|conn| match root {
-            Some(root) => Ok(account_row(conn, root, id)?.map(|(a, _)| a)),
-            None => {
-                let root: Option<Vec<u8>> = conn
-                    .prepare_cached("SELECT root FROM accounts WHERE id = ?1 LIMIT 1")?
-                    .query_row([&id[..]], |r| r.get(0))
-                    .optional()?;
-                let Some(root) = root else { return Ok(None) };
-                let root: AccountId = root.as_slice().try_into().map_err(|_| rusqlite::Error::InvalidQuery)?;
-                Ok(account_row(conn, &root, id)?.map(|(a, _)| a))
+        if let Some(root) = root {
+            return self.read(|conn| Ok(account_row(conn, root, id)?.map(|(a, _)| a)));
+        }
+        let roots: Vec<Vec<u8>> = self.read(|conn| {
+            conn.prepare_cached("SELECT root FROM accounts WHERE id = ?1 LIMIT 2")?
+                .query_map([&id[..]], |r| r.get(0))?
+                .collect()
+        })?;
+        match roots.as_slice() {
+            [] => Ok(None),
+            [root] => {
+                let root: AccountId = root.as_slice().try_into().map_err(|_| failed("sqlite", "a damaged root id"))?;
+                self.read(|conn| Ok(account_row(conn, &root, id)?.map(|(a, _)| a)))
             }
-        })
+            _ => Err(Error::input("root", "this account id is held under several roots: pass root=")),
+        }
     }
 
     fn accounts(&self) -> Result<Vec<(AccountId, Account)>> {
