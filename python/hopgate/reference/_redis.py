@@ -237,7 +237,8 @@ class RedisStore(Store):
     """Accounts, nonces and reservations in Redis (SPEC §5.9)."""
 
     def __init__(
-        self, host: str, port: int, db: int, *, cluster: bool, lease: float, timeout: float
+        self, host: str, port: int, db: int, *, cluster: bool, lease: float, timeout: float,
+        replicas: int = 0,
     ) -> None:
         self.kind = "redis-cluster" if cluster else "redis"
         self._where = f"{host}:{port}" if cluster else f"{host}:{port}/{db}"
@@ -245,6 +246,8 @@ class RedisStore(Store):
         self._lease = lease
         self._lease_ms = math.ceil(lease * 1000)
         self._timeout = timeout
+        # Replicas that must acknowledge every admission and reservation (``WAIT``).
+        self._replicas = replicas
         self._retention = 0
         self._lock = threading.Lock()
         # Reservations of a step whose reply was lost: released when the store
@@ -291,9 +294,11 @@ class RedisStore(Store):
             seconds, micros = client.time()
         return int(seconds) * 1000 + int(micros) // 1000
 
-    def _transact(self, roots: Sequence[bytes], work: Callable[[_Transaction], T]) -> T:
+    def _transact(self, roots: Sequence[bytes], work: Callable[[_Transaction], T], *, wait: bool = False) -> T:
         """Run ``work`` as one transaction over ``roots`` (one slot on a cluster):
-        it reads through ``load`` and queues writes after ``pipe.multi()``."""
+        it reads through ``load`` and queues writes after ``pipe.multi()``. With
+        ``wait`` and ``replicas``, fewer replicas acknowledging it in time fail it
+        (its reservations are released when the store answers again)."""
         give_up = time.monotonic() + self._timeout
         with self._failing_closed():
             client = self._connection()
@@ -316,6 +321,20 @@ class RedisStore(Store):
                         with self._lock:
                             self._unsure.extend(txn.opened)
                         raise
+                    if wait and self._replicas:
+                        acknowledged: Optional[int] = None
+                        try:
+                            # Half the timeout, so that the answer comes before the socket gives up.
+                            acknowledged = int(client.wait(self._replicas, math.ceil(self._timeout * 500)))
+                        except (redis.RedisError, OSError):
+                            pass  # no answer: as unsure as a lost reply
+                        if acknowledged is None or acknowledged < self._replicas:
+                            with self._lock:
+                                self._unsure.extend(txn.opened)
+                            raise StoreError(
+                                f"Redis store {self._where}: WAIT: {acknowledged} of the {self._replicas} "
+                                "replicas asked acknowledged the step in time"
+                            )
                     return outcome
 
     def _settle_unsure(self) -> None:
@@ -350,6 +369,7 @@ class RedisStore(Store):
     def admit(self, steps: Sequence[Step], now: int) -> list[tuple[Code, Optional[Hold]]]:
         if not steps:
             return []
+        self._settle_unsure()
         retention = self._retention
         by_root: dict[bytes, list[int]] = {}
         for i, step in enumerate(steps):
@@ -384,7 +404,7 @@ class RedisStore(Store):
         # cluster one per root (one slot each).
         groups = [[root] for root in by_root] if self._cluster else [list(by_root)]
         for group in groups:
-            self._transact(group, lambda txn: work(txn, group))
+            self._transact(group, lambda txn: work(txn, group), wait=True)
         self._settle_unsure()
         return results
 
@@ -423,7 +443,8 @@ class RedisStore(Store):
             txn.write(state)
             return outcome
 
-        outcome = self._transact([root], work)
+        self._settle_unsure()
+        outcome = self._transact([root], work, wait=True)
         self._settle_unsure()
         if isinstance(outcome, HopgateError):
             raise outcome

@@ -182,9 +182,10 @@ def sqlite_path(url: str) -> str:
     return path
 
 
-def redis_address(url: str, *, cluster: bool) -> tuple[str, int, int]:
-    """(host, port, db) of ``redis://host:port/db`` or ``redis+cluster://host:port``."""
-    from urllib.parse import urlsplit
+def redis_address(url: str, *, cluster: bool) -> tuple[str, int, int, int]:
+    """(host, port, db, replicas) of ``redis://host:port/db[?replicas=N]`` or
+    ``redis+cluster://host:port``."""
+    from urllib.parse import parse_qsl, urlsplit
 
     form = "redis+cluster://host:port" if cluster else "redis://host:port/db"
     try:
@@ -194,8 +195,17 @@ def redis_address(url: str, *, cluster: bool) -> tuple[str, int, int]:
         raise InputError(f"url: {url!r} is not {form}: {exc}") from None
     if parts.username is not None or parts.password is not None:
         raise InputError(f"url: {url!r}: credentials are not part of {form}")
-    if parts.query or parts.fragment or "?" in url or "#" in url:
-        raise InputError(f"url: {url!r}: {form} takes no query and no fragment")
+    replicas = 0
+    if parts.fragment or "#" in url:
+        raise InputError(f"url: {url!r}: {form} takes no fragment")
+    if parts.query:
+        query = parse_qsl(parts.query, keep_blank_values=True)
+        if cluster or [name for name, _ in query] != ["replicas"]:
+            raise InputError(f"url: {url!r}: the only query is replicas=N, on redis://host:port/db")
+        count = query[0][1]
+        if not (count.isascii() and count.isdigit()) or len(count) > 9:
+            raise InputError(f"url: {url!r}: replicas must be a count of replicas, got {count!r}")
+        replicas = int(count)
     host = parts.hostname
     if not host:
         raise InputError(f"url: {url!r} names no host ({form})")
@@ -204,11 +214,11 @@ def redis_address(url: str, *, cluster: bool) -> tuple[str, int, int]:
     if cluster:
         if parts.path:
             raise InputError(f"url: {url!r}: a cluster has no database number ({form})")
-        return host, port, 0
+        return host, port, 0, 0
     digits = parts.path[1:] if parts.path.startswith("/") else ""
     if not (digits.isascii() and digits.isdigit()) or len(digits) > 9:
         raise InputError(f"url: {url!r} names no database number ({form})")
-    return host, port, int(digits)
+    return host, port, int(digits), replicas
 
 
 def open_store(url: object, lease: object, timeout: object) -> Store:
@@ -225,11 +235,12 @@ def open_store(url: object, lease: object, timeout: object) -> Store:
         store = SqliteStore(sqlite_path(url), lease=lease_s, timeout=timeout_s)
     elif scheme in ("redis", "redis+cluster"):
         cluster = scheme == "redis+cluster"
-        host, port, db = redis_address(url, cluster=cluster)
+        host, port, db, replicas = redis_address(url, cluster=cluster)
         # Imported here: redis-py is needed only by a ledger that uses it.
         from ._redis import RedisStore
 
-        store = RedisStore(host, port, db, cluster=cluster, lease=lease_s, timeout=timeout_s)
+        store = RedisStore(host, port, db, cluster=cluster, lease=lease_s, timeout=timeout_s,
+                           replicas=replicas)
     else:
         raise InputError(
             f"url: unknown store {scheme!r}; expected sqlite:, redis:// or redis+cluster://"

@@ -303,7 +303,8 @@ impl RedisStore {
                 }
                 let wait = || {
                     let mut w = Cmd::new();
-                    w.arg("WAIT").arg(self.replicas).arg(millis(self.timeout));
+                    // Half the timeout, so that the answer comes before the socket gives up.
+                    w.arg("WAIT").arg(self.replicas).arg((millis(self.timeout) / 2).max(1));
                     w
                 };
                 if self.replicas > 0 {
