@@ -133,6 +133,8 @@ class _Transaction:
         self.now_ms = now_ms
         self.deadline = now_ms + lease_ms
         self.opened: list[DurableHold] = []
+        # Per root, meta's `until` as read: the latest not_after of its accounts.
+        self.until: dict[bytes, Optional[int]] = {}
 
     def load(
         self,
@@ -153,7 +155,7 @@ class _Transaction:
         if wanted:
             for rid, text in zip(wanted, pipe.hmget(keys.res, [rid.hex() for rid in wanted])):
                 leases[rid] = None if text is None else _lease(rid, text)
-        clock, retention = pipe.hmget(keys.meta, ["clock", "retention"])
+        clock, retention, until = pipe.hmget(keys.meta, ["clock", "retention", "until"])
         account_ids = list(dict.fromkeys(
             [root, *ids, *(i for lease in leases.values() if lease is not None for i in lease.ids)]
         ))
@@ -164,6 +166,10 @@ class _Transaction:
             )
             if text is not None
         }
+        # Accounts written without `until` (by another writer) never expire early.
+        self.until[root] = (
+            _u64s(until, 1, "until")[0] if until is not None else (U64_MAX if accounts else None)
+        )
         held: set[bytes] = set()
         if nonces:
             found = _mget(pipe, [keys.nonce(n) for n in nonces])
@@ -220,10 +226,12 @@ class _Transaction:
         # account (no expiry) is among them. Every path starts at the root's
         # account, whose expiry is therefore the root's latest.
         expiries = [row.expires for row in state.accounts.values()]
-        if latest is not None:
-            expiries.append(latest)
+        stored = self.until.get(state.root)
+        expiries += [e for e in (latest, stored) if e is not None]
         if not expiries:
             return
+        # meta's `until` is kept as a native writer keeps it (SPEC §5.9).
+        pipe.hset(keys.meta, "until", hex16(max(expiries)))
         until = min(max(expiries) + state.retention, U64_MAX)
         ttl_ms = max(until - state.clock, 1) * 1000
         for key in keys.root_keys:

@@ -182,7 +182,8 @@ impl Drop for Unsettled {
         for o in self.0.drain(..) {
             if let Some(r) = o.reservation {
                 // Never recorded (the audit handle is attached only after the
-                // decisions' records are written), so this cannot fail.
+                // decisions' records are written); a durable store that cannot take
+                // the release leaves the reservation to its lease.
                 let _ = r.release();
             }
         }

@@ -5,9 +5,11 @@
 -- names the step. Redis runs a script whole and alone, so each step is atomic.
 --
 -- u64 values are 16 lower-case hex digits. Lua numbers are doubles, exact only to
--- 2^53, so sums of larger values are done in 16-bit limbs (sums of values below 2^52
--- directly), and comparisons on the fixed-width hex strings (string order is numeric
--- order).
+-- 2^53, so sums of larger values are done in 16-bit limbs (sums of values below 2^31
+-- directly, which even a 32-bit build's strtoul and %x hold). Comparisons go through
+-- cmp(), by the numeric value of each 32-bit half: Lua's own string comparison is
+-- strcoll, and in some locales (da_DK: "aa" sorts as a letter after "z") hex strings
+-- would not sort by value.
 
 local ZERO = '0000000000000000'
 local MAX = 'ffffffffffffffff'
@@ -15,9 +17,19 @@ local SETTLED_MEMORY_MS = 86400000
 local meta, acct, res, lease = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local prefix = string.sub(meta, 1, -5) -- 'hg1:{R}:'
 
--- True when the hex u64 `a` is below 2^52, so that doubles hold it and a sum of two
--- such values exactly.
-local function small(a) return string.sub(a, 1, 3) == '000' end
+-- -1, 0 or 1 as the hex u64 `a` is below, equal to or above `b`.
+local function cmp(a, b)
+  local x, y = tonumber(string.sub(a, 1, 8), 16), tonumber(string.sub(b, 1, 8), 16)
+  if x == y then
+    x, y = tonumber(string.sub(a, 9, 16), 16), tonumber(string.sub(b, 9, 16), 16)
+  end
+  if x < y then return -1 elseif x > y then return 1 end
+  return 0
+end
+
+-- True when the hex u64 `a` is below 2^31: a sum of two such values is exact in a double
+-- and in a 32-bit build's unsigned long.
+local function small(a) return string.sub(a, 1, 8) == '00000000' and tonumber(string.sub(a, 9, 9), 16) < 8 end
 
 -- a + b, or nil when the sum passes 2^64 - 1.
 local function add(a, b)
@@ -36,7 +48,7 @@ end
 
 -- a - b, or ZERO when b > a.
 local function sub(a, b)
-  if b >= a then return ZERO end
+  if cmp(b, a) >= 0 then return ZERO end
   if small(a) then
     return string.format('%016x', tonumber(a, 16) - tonumber(b, 16))
   end
@@ -50,7 +62,7 @@ local function sub(a, b)
 end
 
 local function sat(a, b) return add(a, b) or MAX end
-local function max(a, b) if a >= b then return a end return b end
+local function max(a, b) if cmp(a, b) >= 0 then return a end return b end
 
 -- The accounts this call read, by id (cap, spent, reserved, overrun, expires; false
 -- when absent), and those it changed: read once, written once by flush().
@@ -141,7 +153,7 @@ local function reserve(ids, caps, exps, amount, rid, deadline)
     local a = load(ids[j], caps[j])
     local total = add(a[2], a[3])
     total = total and add(total, amount)
-    if not total or total > a[1] then return false end
+    if not total or cmp(total, a[1]) > 0 then return false end
     rows[j] = a
   end
   for j = 1, #ids do
@@ -165,7 +177,9 @@ if step == 'admit' then
   -- and k times (id, cap, expires); KEYS[4 + i] is request i's nonce key.
   local clock = max(redis.call('HGET', meta, 'clock') or ZERO, ARGV[2])
   local retention = max(redis.call('HGET', meta, 'retention') or ZERO, ARGV[3])
-  local untl = redis.call('HGET', meta, 'until') or ZERO
+  -- A root whose accounts were written without `until` (by another writer) never expires
+  -- early: MAX until a step sets it.
+  local untl = redis.call('HGET', meta, 'until') or (redis.call('EXISTS', acct) == 1 and MAX or ZERO)
   local deadline = ms + tonumber(ARGV[4])
   local codes = {}
   local p = 6
@@ -179,11 +193,11 @@ if step == 'admit' then
     p = p + 4 + 3 * k
     local nonce = KEYS[4 + i]
     local code = 0
-    if redis.call('EXISTS', nonce) == 1 or sat(ts, retention) < clock then
+    if redis.call('EXISTS', nonce) == 1 or cmp(sat(ts, retention), clock) < 0 then
       code = 16
     else
       for j = 1, k do
-        if exps[j] <= clock then code = 17 end
+        if cmp(exps[j], clock) <= 0 then code = 17 end
       end
       if code == 0 and not reserve(ids, caps, exps, amount, rid, deadline) then code = 17 end
     end
@@ -216,7 +230,7 @@ elseif step == 'seen' then
   local clock = max(redis.call('HGET', meta, 'clock') or ZERO, ARGV[2])
   local retention = max(redis.call('HGET', meta, 'retention') or ZERO, ARGV[3])
   result = 0
-  if redis.call('EXISTS', KEYS[5]) == 1 or sat(ARGV[4], retention) < clock then result = 1 end
+  if redis.call('EXISTS', KEYS[5]) == 1 or cmp(sat(ARGV[4], retention), clock) < 0 then result = 1 end
 else
   return redis.error_reply('hopgate: unknown ledger step ' .. tostring(step))
 end

@@ -326,7 +326,9 @@ impl Url {
 /// `url` with any password replaced by `***`, for messages and `repr`.
 pub fn redact(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
-    let (auth, host) = match rest.split_once('@') {
+    // The last '@' before the path ends the credentials: a password may hold '@'.
+    let authority = rest.split('/').next().unwrap_or(rest);
+    let (auth, host) = match authority.rfind('@').map(|i| (&rest[..i], &rest[i + 1..])) {
         Some((auth, host)) if !auth.contains('/') => (auth, host),
         _ => return url.to_string(),
     };
@@ -359,6 +361,7 @@ mod tests {
         assert_eq!(redact("redis://user:secret@h:1/0"), "redis://user:***@h:1/0");
         assert_eq!(redact("redis://secret@h:1/0"), "redis://***@h:1/0");
         assert_eq!(redact("redis://h:1/0"), "redis://h:1/0");
+        assert_eq!(redact("redis://u:p@ss@h:1/0"), "redis://u:***@h:1/0");
     }
 
     #[test]

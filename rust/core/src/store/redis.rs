@@ -162,6 +162,8 @@ impl RedisStore {
             let c = redis::cluster::ClusterClient::builder(vec![url])
                 .connection_timeout(timeout)
                 .response_timeout(timeout)
+                // A step is sent once: a retried script that timed out could run twice.
+                .retries(0)
                 .build()
                 .map_err(|e| Error::input("url", e.to_string()))?;
             Client::Cluster(c)
