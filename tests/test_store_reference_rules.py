@@ -461,7 +461,9 @@ def check_redis_layout(url: str, node_of: Callable[[str], Resp]) -> None:
     tag = f"hg1:{{{root.hex()}}}:"
     assert node_of(tag + "meta") is client
     hexes = f"{1000:016x}{0:016x}{9:016x}{0:016x}{chain.links[0].not_after:016x}"
-    assert hgetall(client, tag + "meta") == {"clock": f"{t:016x}", "retention": f"{120:016x}"}
+    assert hgetall(client, tag + "meta") == {
+        "clock": f"{t:016x}", "retention": f"{120:016x}", "until": f"{chain.links[0].not_after:016x}",
+    }
     assert hgetall(client, tag + "acct") == {
         root.hex(): hexes,
         child.hex(): f"{300:016x}{0:016x}{9:016x}{0:016x}{t + 600:016x}",
@@ -493,7 +495,8 @@ def check_redis_layout(url: str, node_of: Callable[[str], Resp]) -> None:
     client = node_of(budget_tag + "acct")
     assert hgetall(client, budget_tag + "acct") == {budget_id.hex(): f"{70:016x}{70:016x}{0:016x}{0:016x}{U64_MAX:016x}"}
     assert pttl(client, budget_tag + "acct") == -1
-    assert client("EXISTS", budget_tag + "meta") == 0  # budgets have no clock
+    # Budgets have no clock: meta holds only `until`, never.
+    assert hgetall(client, budget_tag + "meta") == {"until": f"{U64_MAX:016x}"}
     ledger.close()
 
 

@@ -117,8 +117,11 @@ class RootState:
         """A gate step at ``now`` on a ledger keeping nonces ``retention`` seconds.
         The root's clock and retention are written back even when they did not
         rise: every gate step on a root writes it (Redis watches it)."""
+        # The threshold clock - retention never moves back: what it passed may be
+        # forgotten, so a longer window counts only from there (SPEC §5.8).
+        threshold = max(self.clock - self.retention, 0)
         self.clock = max(self.clock, now)
-        self.retention = max(self.retention, retention)
+        self.retention = max(self.retention, min(retention, self.clock - threshold))
         self.ticked = True
 
     def seen(self, nonce: bytes, timestamp: int) -> bool:

@@ -391,8 +391,9 @@ class SqliteStore(Store):
             for ts, clock, root_retention in db.execute(
                 "SELECT n.ts, r.clock, r.retention FROM nonces AS n JOIN roots AS r USING (root)"
             ):
-                keep = max(from_u64(root_retention), retention)
-                if min(from_u64(ts) + keep, U64_MAX) >= max(from_u64(clock), now):
+                state = RootState(b"", from_u64(clock), from_u64(root_retention), {}, set())
+                state.tick(now, retention)
+                if not state.seen(b"", from_u64(ts)):
                     held += 1
         return held
 

@@ -63,6 +63,17 @@ end
 
 local function sat(a, b) return add(a, b) or MAX end
 local function max(a, b) if cmp(a, b) >= 0 then return a end return b end
+local function min(a, b) if cmp(a, b) <= 0 then return a end return b end
+
+-- The root's clock and retention for a gate step at `now` by a process keeping nonces
+-- `window` seconds (SPEC §5.8): the threshold clock - retention never moves back, so a
+-- longer window takes effect only as far as the clock has passed the old threshold.
+local function raised(now, window)
+  local clock0 = redis.call('HGET', meta, 'clock') or ZERO
+  local retention0 = redis.call('HGET', meta, 'retention') or ZERO
+  local clock = max(clock0, now)
+  return clock, max(retention0, min(window, sub(clock, sub(clock0, retention0))))
+end
 
 -- The accounts this call read, by id (cap, spent, reserved, overrun, expires; false
 -- when absent), and those it changed: read once, written once by flush().
@@ -175,8 +186,7 @@ local result
 if step == 'admit' then
   -- ARGV: 'admit', now, retention, lease_ms, n, then per request: ts, amount, rid, k,
   -- and k times (id, cap, expires); KEYS[4 + i] is request i's nonce key.
-  local clock = max(redis.call('HGET', meta, 'clock') or ZERO, ARGV[2])
-  local retention = max(redis.call('HGET', meta, 'retention') or ZERO, ARGV[3])
+  local clock, retention = raised(ARGV[2], ARGV[3])
   -- A root whose accounts were written without `until` (by another writer) never expires
   -- early: MAX until a step sets it.
   local untl = redis.call('HGET', meta, 'until') or (redis.call('EXISTS', acct) == 1 and MAX or ZERO)
@@ -227,8 +237,7 @@ elseif step == 'settle' then
   result = settle(ARGV[2], ARGV[3], ARGV[4])
 elseif step == 'seen' then
   -- ARGV: 'seen', now, retention, ts; KEYS[5] is the nonce key.
-  local clock = max(redis.call('HGET', meta, 'clock') or ZERO, ARGV[2])
-  local retention = max(redis.call('HGET', meta, 'retention') or ZERO, ARGV[3])
+  local clock, retention = raised(ARGV[2], ARGV[3])
   result = 0
   if redis.call('EXISTS', KEYS[5]) == 1 or cmp(sat(ARGV[4], retention), clock) < 0 then result = 1 end
 else

@@ -185,8 +185,16 @@ pub struct RootClock {
 
 impl RootClock {
     /// Raised for a gate step at `now` by a process whose retention is `retention`.
+    ///
+    /// What the root may have forgotten is what its threshold `clock − retention` ever
+    /// passed, so the threshold never moves back: a longer window takes effect only as
+    /// far as the clock has advanced past the old threshold (a nonce it would cover may
+    /// be forgotten already, and is refused instead). Without this, a gate joining with
+    /// a longer window would bring forgotten nonces back to life.
     pub fn raised(self, now: u64, retention: u64) -> Self {
-        RootClock { clock: self.clock.max(now), retention: self.retention.max(retention) }
+        let floor = self.clock.saturating_sub(self.retention);
+        let clock = self.clock.max(now);
+        RootClock { clock, retention: self.retention.max(retention.min(clock - floor)) }
     }
 
     /// True iff a nonce dated `ts` may have been forgotten: `ts + retention < clock`.
@@ -382,5 +390,12 @@ mod tests {
         let full = Account { cap: 3, spent: 1, ..Account::default() };
         assert_eq!(Step::admit(&root, false, &a, &[None, Some((full, 150))]), Err(Code::BudgetExhausted));
         assert!(!RootClock { clock: u64::MAX, retention: 10 }.forgets(u64::MAX - 5));
+        // A longer window never lowers the threshold clock - retention.
+        let c = RootClock { clock: 1_000, retention: 2 }.raised(1_003, 10);
+        assert_eq!((c.clock, c.retention), (1_003, 5));
+        assert!(c.forgets(997) && !c.forgets(998));
+        assert_eq!(c.raised(1_010, 10).retention, 10);
+        assert_eq!(RootClock::default().raised(500, 300).retention, 300);
+        assert_eq!(RootClock::default().raised(100, 300).retention, 100);
     }
 }
