@@ -25,6 +25,7 @@ What differs from a memory ledger (SPEC §5.5 to §5.7):
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Optional
@@ -33,7 +34,7 @@ from .._audit import Settlement
 from .._codes import Code
 from .._decision import Account
 from ..errors import AffineError, BudgetExhaustedError, LeaseExpiredError
-from ._store import U64_MAX, Hold, PathEntry, Step, short_id
+from ._store import U64_MAX, Hold, PathEntry, Step, Store, short_id
 
 __all__ = [
     "KIND_LETTERS",
@@ -51,6 +52,29 @@ RESERVATION_ID_LEN = 16
 #: A settlement as the stores write it.
 KIND_LETTERS = {Settlement.COMMIT: "C", Settlement.RELEASE: "R", Settlement.FORFEIT: "F"}
 _KIND_NAMES = {"C": "committed", "R": "released", "F": "forfeited"}
+
+
+class DurableStore(Store):
+    """What a durable store keeps of this process: its lease on reservations, and the
+    longest replay window of its gates (each root keeps the longest of every process
+    that stepped on it)."""
+
+    def __init__(self, lease: float) -> None:
+        self._lease = lease
+        self._retention = 0
+        self._lock = threading.Lock()
+
+    @property
+    def lease(self) -> Optional[float]:
+        return self._lease
+
+    def retain(self, replay_window: int) -> None:
+        with self._lock:
+            self._retention = max(self._retention, replay_window)
+
+    @property
+    def replay_window(self) -> int:
+        return self._retention
 
 
 @dataclass

@@ -30,7 +30,6 @@ id when the store answers again (or forfeited at their lease).
 from __future__ import annotations
 
 import math
-import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -40,7 +39,7 @@ from .._audit import Settlement
 from .._codes import Code
 from .._decision import Account
 from ..errors import HopgateError, InputError, StoreError
-from ._durable import SETTLED_MEMORY_MS, DurableHold, Lease, RootState, Row
+from ._durable import SETTLED_MEMORY_MS, DurableHold, DurableStore, Lease, RootState, Row
 from ._store import U64_MAX, Hold, PathEntry, Step, Store
 
 try:
@@ -241,7 +240,7 @@ class _Transaction:
                 pipe.pexpire(key, ttl_ms)
 
 
-class RedisStore(Store):
+class RedisStore(DurableStore):
     """Accounts, nonces and reservations in Redis (SPEC §5.9)."""
 
     def __init__(
@@ -250,14 +249,12 @@ class RedisStore(Store):
     ) -> None:
         self.kind = "redis-cluster" if cluster else "redis"
         self._where = f"{host}:{port}" if cluster else f"{host}:{port}/{db}"
+        super().__init__(lease)
         self._cluster = cluster
-        self._lease = lease
         self._lease_ms = math.ceil(lease * 1000)
         self._timeout = timeout
         # Replicas that must acknowledge every admission and reservation (``WAIT``).
         self._replicas = replicas
-        self._retention = 0
-        self._lock = threading.Lock()
         # Reservations of a step whose reply was lost: released when the store
         # answers again (if the step happened at all).
         self._unsure: list[DurableHold] = []
@@ -361,18 +358,6 @@ class RedisStore(Store):
                 pass  # never made, or settled already: nothing to release
 
     # -- Store ----------------------------------------------------------------
-
-    @property
-    def lease(self) -> Optional[float]:
-        return self._lease
-
-    def retain(self, replay_window: int) -> None:
-        with self._lock:
-            self._retention = max(self._retention, replay_window)
-
-    @property
-    def replay_window(self) -> int:
-        return self._retention
 
     def admit(self, steps: Sequence[Step], now: int) -> list[tuple[Code, Optional[Hold]]]:
         if not steps:

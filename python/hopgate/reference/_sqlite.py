@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import math
 import sqlite3
-import threading
 import time
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -29,7 +28,7 @@ from .._audit import Settlement
 from .._codes import Code
 from .._decision import Account
 from ..errors import HopgateError, InputError, StoreError
-from ._durable import SETTLED_MEMORY_MS, DurableHold, Lease, RootState, Row
+from ._durable import SETTLED_MEMORY_MS, DurableHold, DurableStore, Lease, RootState, Row
 from ._store import U64_MAX, Hold, PathEntry, Step, Store
 
 __all__ = ["SqliteStore"]
@@ -85,18 +84,17 @@ def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-class SqliteStore(Store):
+class SqliteStore(DurableStore):
     """Accounts, nonces and reservations in one SQLite file (SPEC §5.9)."""
 
     kind = "sqlite"
 
     def __init__(self, path: str, *, lease: float, timeout: float) -> None:
+        # One connection, used by one thread at a time (under the lock): a transaction
+        # at a time.
+        super().__init__(lease)
         self._path = path
-        self._lease = lease
         self._lease_ms = math.ceil(lease * 1000)
-        self._retention = 0
-        # One connection, used by one thread at a time: a transaction at a time.
-        self._lock = threading.Lock()
         self._db: Optional[sqlite3.Connection] = None
         with self._failing_closed():
             db = sqlite3.connect(
@@ -267,18 +265,6 @@ class SqliteStore(Store):
         )
 
     # -- Store ----------------------------------------------------------------
-
-    @property
-    def lease(self) -> Optional[float]:
-        return self._lease
-
-    def retain(self, replay_window: int) -> None:
-        with self._lock:
-            self._retention = max(self._retention, replay_window)
-
-    @property
-    def replay_window(self) -> int:
-        return self._retention
 
     def admit(self, steps: Sequence[Step], now: int) -> list[tuple[Code, Optional[Hold]]]:
         if not steps:
