@@ -115,3 +115,31 @@ def test_attack_mixed_writers_expire_a_root_early(first: str, second: str, redis
     assert ttl_ms > 3_600_000, ttl_ms
     for g, _, _ in gates.values():
         g.ledger.close()
+
+
+@pytest.mark.parametrize("impl_name", ["native", "reference"])
+@pytest.mark.parametrize("budget,costs,codes", [
+    (2**64 - 1, [2**63, 2**63 - 1, 1], [0, 0, 17]),
+    (2**52 + 1, [2**52, 1, 1], [0, 0, 17]),
+    (2**53, [2**52 + 3, 2**52 - 3, 1], [0, 0, 17]),
+    (2**32, [2**32 - 1, 1, 1], [0, 0, 17]),
+])
+def test_u64_arithmetic_at_the_edges(impl_name: str, budget: int, costs: list[int], codes: list[int],
+                                     redis_db: RedisServer) -> None:
+    """The script's sums and comparisons, in doubles below 2^52 and in limbs above, hold a
+    cap exactly at every edge (docs/SPEC.md §8.3)."""
+    impl: Any = hopgate if impl_name == "native" else ref
+    t = int(time.time())
+    chain, issuer, holder = chain_and_keys(impl, budget, t)
+    gate = impl.Gate([issuer.public_key], ledger=impl.Ledger.open(redis_db.url))
+    got = []
+    for cost in costs:
+        d = gate.check(chain, chain.invoke(holder, "call", "api/x", cost, timestamp=t), now=t)
+        got.append(int(d.code))
+        if d.allowed:
+            d.held.commit()
+    root = chain.revocation_ids[0]
+    assert got == codes
+    spent = sum(c for c, code in zip(costs, codes) if code == 0)
+    assert gate.ledger.account(root, root=root) == hopgate.Account(budget, spent, 0, 0)
+    gate.ledger.close()

@@ -5,11 +5,11 @@
 -- names the step. Redis runs a script whole and alone, so each step is atomic.
 --
 -- u64 values are 16 lower-case hex digits. Lua numbers are doubles, exact only to
--- 2^53, so sums of larger values are done in 16-bit limbs (sums of values below 2^31
--- directly, which even a 32-bit build's strtoul and %x hold). Comparisons go through
--- cmp(), by the numeric value of each 32-bit half: Lua's own string comparison is
--- strcoll, and in some locales (da_DK: "aa" sorts as a letter after "z") hex strings
--- would not sort by value.
+-- 2^53, so values below 2^52 are summed and compared as numbers, larger ones in 16-bit
+-- limbs and 32-bit halves. Comparisons never use Lua's own string order: it is strcoll,
+-- and in some locales (da_DK: "aa" sorts as a letter after "z") hex strings would not
+-- sort by value. The numbers need a 64-bit build (tonumber(_, 16) is strtoul, %x takes
+-- a long): the script refuses to run on any other, and the gate then allows nothing.
 
 local ZERO = '0000000000000000'
 local MAX = 'ffffffffffffffff'
@@ -17,19 +17,28 @@ local SETTLED_MEMORY_MS = 86400000
 local meta, acct, res, lease = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local prefix = string.sub(meta, 1, -5) -- 'hg1:{R}:'
 
--- -1, 0 or 1 as the hex u64 `a` is below, equal to or above `b`.
-local function cmp(a, b)
-  local x, y = tonumber(string.sub(a, 1, 8), 16), tonumber(string.sub(b, 1, 8), 16)
-  if x == y then
-    x, y = tonumber(string.sub(a, 9, 16), 16), tonumber(string.sub(b, 9, 16), 16)
-  end
-  if x < y then return -1 elseif x > y then return 1 end
-  return 0
+if tonumber('10000000000000', 16) ~= 4503599627370496 or string.format('%x', 4503599627370496) ~= '10000000000000' then
+  return redis.error_reply('hopgate: this Redis build cannot hold 64-bit integers in its Lua')
 end
 
--- True when the hex u64 `a` is below 2^31: a sum of two such values is exact in a double
--- and in a 32-bit build's unsigned long.
-local function small(a) return string.sub(a, 1, 8) == '00000000' and tonumber(string.sub(a, 9, 9), 16) < 8 end
+-- True when the hex u64 `a` is below 2^52: doubles hold it, and a sum of two such values.
+local function small(a) return string.sub(a, 1, 3) == '000' end
+
+-- -1, 0 or 1 as the hex u64 `a` is below, equal to or above `b`.
+local function cmp(a, b)
+  if a == b then return 0 end
+  local x, y
+  if small(a) and small(b) then
+    x, y = tonumber(a, 16), tonumber(b, 16)
+  else
+    x, y = tonumber(string.sub(a, 1, 8), 16), tonumber(string.sub(b, 1, 8), 16)
+    if x == y then
+      x, y = tonumber(string.sub(a, 9, 16), 16), tonumber(string.sub(b, 9, 16), 16)
+    end
+  end
+  if x < y then return -1 end
+  return 1
+end
 
 -- a + b, or nil when the sum passes 2^64 - 1.
 local function add(a, b)
