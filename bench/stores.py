@@ -34,11 +34,8 @@ import json
 import multiprocessing
 import os
 import platform
-import random
 import shutil
-import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -47,9 +44,14 @@ import traceback
 from collections.abc import Sequence
 from multiprocessing.connection import Connection
 from multiprocessing.synchronize import Barrier
+from pathlib import Path
 from typing import Any, Optional
 
 import hopgate
+
+# The servers' helpers are the tests' (tests/_servers.py): one way to start and read them.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from _servers import RedisCluster, RedisServer, Resp  # noqa: E402
 
 OK = 0
 BUDGET = 10**12  # far more than a run spends (Redis sums stay below 2^52)
@@ -58,52 +60,7 @@ WARMUP = 16  # requests decided before a warm case's rounds: the root exists, th
 BARRIER_TIMEOUT = 600.0
 
 
-# -- Redis: a server of our own, and a minimal RESP client ------------------------------
-
-
-class Resp:
-    """One connection to a Redis server, one command at a time (RESP2)."""
-
-    def __init__(self, port: int, timeout: float = 10.0) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-        self.buf = b""
-
-    def close(self) -> None:
-        self.sock.close()
-
-    def _fill(self) -> None:
-        chunk = self.sock.recv(65536)
-        if not chunk:
-            raise ConnectionError("redis closed the connection")
-        self.buf += chunk
-
-    def _reply(self) -> Any:
-        while b"\r\n" not in self.buf:
-            self._fill()
-        line, self.buf = self.buf.split(b"\r\n", 1)
-        kind, rest = line[:1], line[1:]
-        if kind == b"+":
-            return rest.decode()
-        if kind == b"-":
-            raise RuntimeError(f"redis: {rest.decode()}")
-        if kind == b":":
-            return int(rest)
-        if kind == b"$":
-            n = int(rest)
-            if n < 0:
-                return None
-            while len(self.buf) < n + 2:
-                self._fill()
-            data, self.buf = self.buf[:n], self.buf[n + 2 :]
-            return data
-        if kind == b"*":
-            return [self._reply() for _ in range(max(int(rest), 0))]
-        raise ConnectionError(f"unexpected RESP reply {line[:40]!r}")
-
-    def __call__(self, *args: str) -> Any:
-        parts = [a.encode() for a in args]
-        self.sock.sendall(b"*%d\r\n" % len(parts) + b"".join(b"$%d\r\n%s\r\n" % (len(p), p) for p in parts))
-        return self._reply()
+# -- Redis: servers of our own (tests/_servers.py), and their command counts ----------
 
 
 def command_calls(ports: Sequence[int]) -> dict[str, int]:
@@ -111,11 +68,10 @@ def command_calls(ports: Sequence[int]) -> dict[str, int]:
     which only this bench sends, left out)."""
     out: dict[str, int] = {}
     for port in ports:
-        r = Resp(port)
-        try:
-            text = r("INFO", "commandstats").decode()
-        finally:
-            r.close()
+        with Resp(port) as r:
+            info = r("INFO", "commandstats")
+        assert isinstance(info, bytes)
+        text = info.decode()
         for line in text.splitlines():
             if line.startswith("cmdstat_"):
                 name, fields = line[len("cmdstat_") :].split(":", 1)
@@ -127,105 +83,6 @@ def command_calls(ports: Sequence[int]) -> dict[str, int]:
 
 def delta(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
     return {k: v - before.get(k, 0) for k, v in after.items() if v != before.get(k, 0)}
-
-
-def _bindable(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def free_port(with_bus: bool = False) -> int:
-    """A free port of 127.0.0.1 (and port + 10000 for a cluster node's bus)."""
-    rng = random.SystemRandom()
-    for _ in range(1000):
-        port = rng.randint(20000, 50000)
-        if _bindable(port) and (not with_bus or _bindable(port + 10000)):
-            return port
-    raise RuntimeError("no free port on 127.0.0.1")
-
-
-class RedisServer:
-    """`redis-server` on a free port of 127.0.0.1, no persistence, its files in `directory`."""
-
-    def __init__(self, directory: str, cluster: bool = False) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            sys.exit("bench/stores.py: redis-server is not installed (`make servers` installs it)")
-        os.makedirs(directory, exist_ok=True)
-        self.dir = directory
-        self.port = free_port(with_bus=cluster)
-        args = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", directory,
-                "--daemonize", "no", "--save", "", "--appendonly", "no",
-                "--logfile", os.path.join(directory, "redis.log")]
-        if cluster:
-            args += ["--cluster-enabled", "yes", "--cluster-config-file", os.path.join(directory, "nodes.conf")]
-        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL, start_new_session=True)
-        deadline = time.monotonic() + 15
-        while not self.ping():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"redis-server did not start on port {self.port} (log in {directory})")
-            time.sleep(0.02)
-        self.version = self.call("INFO", "server").decode().split("redis_version:", 1)[1].split()[0]
-
-    def ping(self) -> bool:
-        try:
-            return bool(self.call("PING") == "PONG")
-        except (OSError, ConnectionError, RuntimeError):
-            return False
-
-    def call(self, *args: str) -> Any:
-        r = Resp(self.port)
-        try:
-            return r(*args)
-        finally:
-            r.close()
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-
-
-class RedisCluster:
-    """Three cluster-enabled masters joined with `redis-cli --cluster create`."""
-
-    def __init__(self, directory: str) -> None:
-        self.nodes: list[RedisServer] = []
-        try:
-            for i in range(3):
-                self.nodes.append(RedisServer(os.path.join(directory, f"node{i}"), cluster=True))
-            cli = shutil.which("redis-cli")
-            if cli is None:
-                raise RuntimeError("redis-cli is not installed (`make servers` installs it)")
-            addrs = [f"127.0.0.1:{n.port}" for n in self.nodes]
-            subprocess.run([cli, "--cluster", "create", *addrs, "--cluster-replicas", "0", "--cluster-yes"],
-                           stdin=subprocess.DEVNULL, capture_output=True, check=True, timeout=60)
-            deadline = time.monotonic() + 60
-            while not all(b"cluster_state:ok" in n.call("CLUSTER", "INFO") for n in self.nodes):
-                if time.monotonic() > deadline:
-                    raise RuntimeError("the cluster never reached cluster_state:ok")
-                time.sleep(0.1)
-        except BaseException:
-            self.stop()
-            raise
-
-    @property
-    def ports(self) -> list[int]:
-        return [n.port for n in self.nodes]
-
-    def stop(self) -> None:
-        for n in self.nodes:
-            n.stop()
 
 
 # -- the workers -----------------------------------------------------------------------
@@ -605,13 +462,15 @@ def main() -> None:
     rows: list[dict[str, Any]] = []
     counted: list[dict[str, Any]] = []
     try:
-        redis = RedisServer(os.path.join(tmp, "redis"))
+        redis = RedisServer(Path(tmp) / "redis", persistent=False)
+        redis.start()
         stores: list[str] = ["memory", "sqlite", "redis"]
         if not args.no_cluster:
-            cluster = RedisCluster(os.path.join(tmp, "cluster"))
+            cluster = RedisCluster(Path(tmp) / "cluster")
+            cluster.start()
             stores.append("redis-cluster")
         print(f"# CPU: {cpu()}; Python {platform.python_version()}, hopgate {hopgate.BACKEND}, "
-              f"redis-server {redis.version}")
+              f"redis-server {redis.version()}")
         print(f"# {len(stores)} stores x {{check_batch({batch}), check}} x {{1, {procs} processes}} x "
               f"{{warm, cold root}}: decisions per second, the best of {rounds} rounds "
               f"(a check round: {per_round} calls); with the memory store, a ledger per process", flush=True)
@@ -634,13 +493,12 @@ def main() -> None:
                 return url
             if store == "redis":
                 assert redis is not None
-                redis.call("FLUSHALL", "SYNC")
-                return f"redis://127.0.0.1:{redis.port}/0"
+                redis.flushall()
+                return redis.url
             if store == "redis-cluster":
                 assert cluster is not None
-                for node in cluster.nodes:
-                    node.call("FLUSHALL", "SYNC")
-                return f"redis+cluster://127.0.0.1:{cluster.ports[0]}"
+                cluster.flushall()
+                return cluster.url
             return None
 
         for api in ("batch", "check"):
@@ -660,7 +518,7 @@ def main() -> None:
                         count: tuple[list[int], Optional[int]] = ([redis.port], redis.port)
                     else:
                         assert cluster is not None
-                        count = (cluster.ports, None)
+                        count = ([n.port for n in cluster.nodes], None)
                     counted.append(trips(store, api_name[api], root, workers.run(1, url, api, root, count)[0]))
     finally:
         if workers is not None:

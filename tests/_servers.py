@@ -3,7 +3,8 @@ a three-shard Redis Cluster, each a `redis-server` process of its own on free po
 127.0.0.1, in a temporary directory, and a small RESP client to look inside them.
 
 Nothing here skips: a machine without `redis-server` fails the tests that need it, with a
-message naming the set-up step (`make servers`) that installs it.
+message naming the set-up step (`make servers`) that installs it. `bench/stores.py` starts
+its servers with these classes too (without persistence).
 """
 
 from __future__ import annotations
@@ -19,8 +20,6 @@ import time
 from pathlib import Path
 from typing import Optional, Union
 
-import pytest
-
 SETUP_HINT = (
     "redis-server and redis-cli are needed by the durable-store tests; "
     "run `make servers` (it installs Debian's redis-server and redis-tools with apt-get)"
@@ -35,6 +34,8 @@ def require_binaries() -> tuple[str, str]:
     """The paths of redis-server and redis-cli, or a failed test (never a skip)."""
     server, cli = shutil.which("redis-server"), shutil.which("redis-cli")
     if server is None or cli is None:
+        import pytest  # here only: the bench uses this module without pytest's machinery
+
         pytest.fail(SETUP_HINT, pytrace=False)
     return server, cli
 
@@ -138,14 +139,17 @@ class RedisServer:
 
     `kill9()` ends it with SIGKILL (no shutdown, no final write) and `restart()` starts it
     again on the same port and directory: with the append-only file fsynced on every write
-    (`appendfsync always`), everything a client was told succeeded is there again.
+    (`appendfsync always`), everything a client was told succeeded is there again. With
+    `persistent=False` (a benchmark's server, or a cluster node) it writes nothing to disk.
     """
 
-    def __init__(self, directory: Path, *, port: Optional[int] = None, cluster: bool = False) -> None:
+    def __init__(self, directory: Path, *, port: Optional[int] = None, cluster: bool = False,
+                 persistent: bool = True) -> None:
         self.server, self.cli = require_binaries()
         self.dir = directory
         self.dir.mkdir(parents=True, exist_ok=True)
         self.cluster = cluster
+        self.persistent = persistent and not cluster
         self.port = port if port is not None else free_port(with_bus=cluster)
         self.proc: Optional[subprocess.Popen[bytes]] = None
 
@@ -165,15 +169,16 @@ class RedisServer:
             "--maxmemory-policy", "noeviction",
             "--logfile", str(self.dir / "redis.log"),
         ]
+        if self.persistent:
+            args += ["--appendonly", "yes", "--appendfsync", "always"]
+        else:
+            args += ["--appendonly", "no"]
         if self.cluster:
             args += [
-                "--appendonly", "no",
                 "--cluster-enabled", "yes",
                 "--cluster-config-file", str(self.dir / "nodes.conf"),
                 "--cluster-node-timeout", "5000",
             ]
-        else:
-            args += ["--appendonly", "yes", "--appendfsync", "always"]
         return args
 
     def start(self, timeout: float = 15.0) -> None:
@@ -221,6 +226,12 @@ class RedisServer:
 
     def client(self) -> Resp:
         return Resp(self.port)
+
+    def version(self) -> str:
+        with self.client() as r:
+            info = r("INFO", "server")
+        assert isinstance(info, bytes)
+        return info.decode().split("redis_version:", 1)[1].split()[0]
 
     def flushall(self) -> None:
         with self.client() as r:
