@@ -21,7 +21,8 @@ import pathlib
 import random
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Callable, Literal, Optional, Tuple
+from collections.abc import Iterator
+from typing import Any, Callable, Literal, Optional, Tuple
 
 import nacl.bindings
 import nacl.exceptions
@@ -571,3 +572,86 @@ def test_wycheproof_strict_refuses_every_invalid_vector(impl: object) -> None:
     assert sum(not ok for ok in single) == 63
     assert [v.tc_id for v, ok in zip(vectors, single) if ok] == [v.tc_id for v in vectors if v.valid]
     assert sum(single) == 88
+
+
+# -- the cache of decoded public keys ----------------------------------------------------------
+
+
+@pytest.fixture
+def key_cache() -> Iterator[None]:
+    """The process's key cache at its default size and empty, before and after."""
+    hopgate.key_cache_resize(hopgate._native.DEFAULT_KEY_CACHE_CAPACITY)
+    yield
+    hopgate.key_cache_resize(hopgate._native.DEFAULT_KEY_CACHE_CAPACITY)
+
+
+@pytest.mark.parametrize("rule", RULES)
+def test_key_cache_changes_no_decision(rule: Rule, key_cache: None) -> None:
+    """Every triple of the corpus (small-order, mixed-order, non-canonical, off-curve and
+    random keys among them) gets the same answer with the cache off, cold and warm, in a
+    batch and one at a time."""
+    c = corpus()
+    hopgate.key_cache_resize(0)
+    off = hopgate.verify_batch(c.msgs, c.sigs, c.pks, rule=rule)
+    assert hopgate.key_cache_info().entries == 0
+    hopgate.key_cache_clear()
+    hopgate.key_cache_resize(hopgate._native.DEFAULT_KEY_CACHE_CAPACITY)
+    cold = hopgate.verify_batch(c.msgs, c.sigs, c.pks, rule=rule)
+    after_cold = hopgate.key_cache_info()
+    warm = hopgate.verify_batch(c.msgs, c.sigs, c.pks, rule=rule)
+    after_warm = hopgate.key_cache_info()
+    # The warm pass decoded nothing: every key it needed was held.
+    assert after_cold.entries > 0 and after_warm.misses == after_cold.misses
+    assert after_warm.hits > after_cold.hits
+    single = np.array([hopgate.verify(m, s, k, rule=rule) for m, s, k in zip(c.msgs[::7], c.sigs[::7], c.pks[::7])])
+    assert (off == cold).all() and (off == warm).all() and (off[::7] == single).all()
+    assert off.any() and not off.all()
+
+
+def test_key_cache_counts_and_stays_bounded(key_cache: None) -> None:
+    keys = [hopgate.SigningKey.generate() for _ in range(300)]
+    msgs = [b"m"] * len(keys)
+    sigs = [k.sign(b"m") for k in keys]
+    pks = [k.public_key for k in keys]
+    hopgate.key_cache_clear()
+    assert hopgate.verify_batch(msgs, sigs, pks).all()
+    assert hopgate.key_cache_info() == hopgate.KeyCacheInfo(0, 300, 300, hopgate._native.DEFAULT_KEY_CACHE_CAPACITY)
+    assert hopgate.verify_batch(msgs, sigs, pks).all()
+    assert hopgate.key_cache_info()[:3] == (300, 300, 300)
+    hopgate.key_cache_resize(64)
+    assert hopgate.key_cache_info() == hopgate.KeyCacheInfo(0, 0, 0, 64)
+    for _ in range(3):
+        assert hopgate.verify_batch(msgs, sigs, pks).all()
+        assert hopgate.key_cache_info().entries <= 64
+
+
+def test_key_cache_flood_of_off_curve_keys_changes_no_decision(key_cache: None) -> None:
+    """An attacker sending many keys that do not decode fills the cache with refusals: it
+    stays bounded, and the honest keys it evicts are decoded again, not misjudged."""
+    rng = random.Random(77)
+    honest = [hopgate.SigningKey.generate() for _ in range(8)]
+    hopgate.key_cache_resize(128)
+    for round_ in range(4):
+        junk = [rng.randbytes(32) for _ in range(500)]
+        flood = hopgate.verify_batch([b"x"] * len(junk), [rng.randbytes(64) for _ in junk], junk)
+        assert not flood.any()
+        assert hopgate.key_cache_info().entries <= 128
+        ok = hopgate.verify_batch([b"m"] * 8, [k.sign(b"m") for k in honest], [k.public_key for k in honest])
+        assert ok.all(), round_
+
+
+@pytest.mark.parametrize("capacity", [-1, 2**64, 1.5, "8", None])
+def test_key_cache_resize_refuses_what_is_not_a_size(impl: Any, capacity: Any) -> None:
+    with pytest.raises(hopgate.InputError, match="capacity"):
+        impl.key_cache_resize(capacity)
+
+
+def test_reference_key_cache_counts_strict_key_checks() -> None:
+    from hopgate import reference
+
+    key = reference.SigningKey.generate()
+    sig = key.sign(b"m")
+    reference.key_cache_clear()
+    assert reference.verify(b"m", sig, key.public_key)
+    assert reference.verify(b"m", sig, key.public_key)
+    assert reference.key_cache_info() == hopgate.KeyCacheInfo(1, 1, 1, reference.DEFAULT_KEY_CACHE_CAPACITY)

@@ -26,6 +26,7 @@ from ._audit import (
 )
 from ._codes import REASONS, Code
 from ._decision import Account, Decision, ReceiptLike, Requirement, ReservationLike
+from ._key_cache import KeyCacheInfo
 from .errors import (
     AffineError,
     AuditError,
@@ -57,6 +58,9 @@ try:
         blake3_many,
         from_text,
         hash_backend,
+        key_cache_clear,
+        key_cache_info,
+        key_cache_resize,
         mac_many,
         parse_invocation,
         sha256_many,
@@ -85,6 +89,9 @@ except ImportError as native_error:  # no wheel for this platform, or a broken i
             blake3_many,
             from_text,
             hash_backend,
+            key_cache_clear,
+            key_cache_info,
+            key_cache_resize,
             mac_many,
             parse_invocation,
             sha256_many,
@@ -165,6 +172,10 @@ __all__ = [
     "blake3_many",
     "from_text",
     "hash_backend",
+    "KeyCacheInfo",
+    "key_cache_clear",
+    "key_cache_info",
+    "key_cache_resize",
     "mac_many",
     "parse_invocation",
     "sha256_many",

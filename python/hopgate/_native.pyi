@@ -11,6 +11,7 @@ import numpy.typing as npt
 from ._audit import AuditReport
 from ._codes import Code
 from ._decision import Account, Decision, Requirement
+from ._key_cache import KeyCacheInfo
 from typing_extensions import Buffer
 
 from typing import NoReturn
@@ -28,6 +29,7 @@ __all__ = [
     "Budget",
     "Chain",
     "DEFAULT_CACHE_SIZE",
+    "DEFAULT_KEY_CACHE_CAPACITY",
     "DEFAULT_MAX_ACCOUNTS",
     "DEFAULT_MAX_BATCH",
     "DEFAULT_MAX_NONCES",
@@ -48,6 +50,10 @@ __all__ = [
     "code_names",
     "from_text",
     "hash_backend",
+    "key_cache_clear",
+    "key_cache_info",
+    "key_cache_resize",
+    "jws_split",
     "mac_many",
     "parse_invocation",
     "sha256_many",
@@ -64,6 +70,7 @@ MAX_CAPS: int
 DEFAULT_MAX_ACCOUNTS: int
 DEFAULT_MAX_NONCES: int
 DEFAULT_CACHE_SIZE: int
+DEFAULT_KEY_CACHE_CAPACITY: int
 DEFAULT_MAX_BATCH: int
 
 @final
@@ -196,6 +203,12 @@ def verify_chains(
     *,
     offsets: Optional[_Offsets] = None,
 ) -> npt.NDArray[np.uint8]: ...
+def key_cache_info() -> KeyCacheInfo: ...
+def key_cache_clear() -> None: ...
+def key_cache_resize(capacity: int) -> None: ...
+def jws_split(
+    tokens: Sequence[Buffer],
+) -> list[Optional[tuple[int, Optional[bytes], Optional[bytes], bool, Optional[bytes]]]]: ...
 @final
 class Invocation:
     @property

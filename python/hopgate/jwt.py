@@ -10,9 +10,12 @@ signatures are checked under ``rule="openssl"``: exactly those pyca/cryptography
 which is what PyJWT asks.
 
 ``decode_batch`` decodes many tokens at once and returns, for each, its claims or the
-exception ``decode`` would raise. The parsing and the claims checks run in Python, token by
-token; the Ed25519 signatures of every token that gets that far are checked in one native
-``hopgate.verify_batch`` call, on all cores with the GIL released.
+exception ``decode`` would raise. The tokens are split and base64url-decoded in one native
+call (``hopgate._native.jws_split``: Rust, on all cores, GIL released; the reference's where
+the native module is absent); a header shared by many tokens is parsed once; the Ed25519
+signatures of every token that gets that far are checked in one native
+``hopgate.verify_batch`` call. The payload's JSON (Python's ``json``, as PyJWT parses it) and
+the claims checks run in Python, token by token.
 
 Where PyJWT can be imported, the exceptions are PyJWT's own (``jwt.exceptions``), its
 ``PyJWK`` objects are taken as keys, and a token whose ``alg`` is not an Ed25519 algorithm
@@ -56,6 +59,7 @@ except ImportError as missing:
         "pip install cryptography"
     ) from missing
 
+from . import BACKEND as _BACKEND
 from . import verify as _verify_one
 from . import verify_batch as _verify_many
 
@@ -142,7 +146,6 @@ __all__ = [
     "get_unverified_header",
 ]
 
-_BASE64URL = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 # The extensions a token may list in "crit" (RFC 7515 §4.1.11): only RFC 7797's "b64".
 _UNDERSTOOD_CRIT = frozenset({"b64"})
 # Algorithm names PyJWT 2.x registers; a JWK naming one of these (other than an Ed25519
@@ -153,6 +156,10 @@ _OTHER_ALGORITHMS = frozenset(
         "ES521", "ES512", "PS256", "PS384", "PS512", "EdDSA",
     }
 ) - _ED_ALGORITHMS
+if _BACKEND == "native":
+    from ._native import jws_split as _jws_split
+else:
+    from .reference import jws_split as _jws_split
 _OKP_KEYS = (Ed25519PrivateKey, Ed25519PublicKey, Ed448PrivateKey, Ed448PublicKey)
 _DEFAULT_OPTIONS: dict[str, Any] = {
     "verify_signature": True,
@@ -180,28 +187,6 @@ or PyJWT's ``PyJWK``. Raw 32-byte keys are refused, as PyJWT refuses them."""
 
 
 # -- base64url and JSON ----------------------------------------------------------------------
-
-
-def _segment(segment: bytes, name: str) -> bytes:
-    """One base64url segment of a compact token.
-
-    Accepted: the base64url alphabet, unpadded, or padded with one or two ``=`` to a multiple
-    of four (some issuers pad); the unused low bits of the last character must be zero, so
-    every byte string has one spelling. Refused: ``+``, ``/``, whitespace, anything else.
-    """
-    body = segment.rstrip(b"=")
-    padding = len(segment) - len(body)
-    if (
-        padding > 2
-        or (padding and len(segment) % 4)
-        or len(body) % 4 == 1
-        or body.translate(None, _BASE64URL)
-    ):
-        raise DecodeError(f"Invalid {name} padding")
-    decoded = base64.urlsafe_b64decode(body + b"=" * (-len(body) % 4))
-    if base64.urlsafe_b64encode(decoded).rstrip(b"=") != body:
-        raise DecodeError(f"Invalid {name} padding")
-    return decoded
 
 
 def _lenient_base64url(value: Any) -> bytes:
@@ -423,30 +408,49 @@ class _Parsed:
         self.signature = signature
 
 
-def _parse(token: Any) -> _Parsed:
-    """Split and decode a compact JWS (RFC 7515 §7.1) and check its header."""
+def _token_bytes(token: Any) -> bytes:
     if isinstance(token, str):
         token = token.encode("utf-8")
     if not isinstance(token, bytes):
         raise DecodeError(f"Invalid token type. Token must be a {bytes}")
-    signing_input, dot, signature_segment = token.rpartition(b".")
-    if not dot:
+    return token
+
+
+_Split = Optional[tuple[int, Optional[bytes], Optional[bytes], bool, Optional[bytes]]]
+
+
+def _parse(token: Any) -> _Parsed:
+    """Split and decode a compact JWS (RFC 7515 §7.1) and check its header."""
+    data = _token_bytes(token)
+    return _parsed(data, _jws_split([data])[0], None)
+
+
+def _parsed(token: bytes, split: _Split, headers: Optional[dict[bytes, dict[str, Any]]]) -> _Parsed:
+    """The token from its segments as ``hopgate._native.jws_split`` decoded them, raising
+    the first refusal in PyJWT's order. ``headers`` remembers parsed headers by their bytes
+    (the tokens of one batch mostly share one); their dicts are then shared, read only."""
+    if split is None:
         raise DecodeError("Not enough segments")
-    header_segment, dot, payload_segment = signing_input.partition(b".")
-    if not dot:
-        raise DecodeError("Not enough segments")
-    header = _json_object(_segment(header_segment, "header"), "header")
+    signing_input_len, header_bytes, payload, payload_segment_empty, signature = split
+    if header_bytes is None:
+        raise DecodeError("Invalid header padding")
+    header = None if headers is None else headers.get(header_bytes)
+    if header is None:
+        header = _json_object(header_bytes, "header")
+        if headers is not None:
+            headers[header_bytes] = header
     if header.get("b64", True) is False:
-        # RFC 7797: the payload travels outside the token; the segment must be empty, and
-        # is not decoded (an unauthenticated segment is no work to spend before the check).
-        if payload_segment:
+        # RFC 7797: the payload travels outside the token; the segment must be empty (what
+        # the split decoded of it is not used).
+        if not payload_segment_empty:
             raise DecodeError("Payload segment must be empty when 'b64' is false.")
         payload = b""
-    else:
-        payload = _segment(payload_segment, "payload")
-    signature = _segment(signature_segment, "crypto")
+    elif payload is None:
+        raise DecodeError("Invalid payload padding")
+    if signature is None:
+        raise DecodeError("Invalid crypto padding")
     _check_header(header)
-    return _Parsed(header, payload, signing_input, signature)
+    return _Parsed(header, payload, token[:signing_input_len], signature)
 
 
 def _check_header(header: dict[str, Any]) -> None:
@@ -847,16 +851,29 @@ def decode_batch(
     decoded: list[Optional[_Parsed]] = []
     waiting: list[tuple[int, _Parsed]] = []
     publics: list[bytes] = []
-    for index, token in enumerate(tokens):
+    # Every token's segments split and decoded in one native call, GIL released; a token
+    # that is not text or bytes keeps its refusal for its turn below.
+    data: list[Union[bytes, Exception]] = []
+    for token in tokens:
+        try:
+            data.append(_token_bytes(token))
+        except Exception as error:
+            data.append(error)
+    splits = iter(_jws_split([d for d in data if isinstance(d, bytes)]))
+    headers: dict[bytes, dict[str, Any]] = {}
+    for index, item in enumerate(data):
         key: Any = keys[index] if per_token else keys
         try:
-            if isinstance(key, (JWKSet,) + _FOREIGN_JWKSET):
-                # As ``jwks[get_unverified_header(token)["kid"]]`` picks it.
-                parsed = _parse(token)
-                key = _key_by_kid(key, parsed.header)
-            else:
+            split: _Split = None if isinstance(item, Exception) else next(splits)
+            jwks = isinstance(key, (JWKSet,) + _FOREIGN_JWKSET)
+            if not jwks:
                 _algorithms_given(verify_signature, algorithms, key)
-                parsed = _parse(token)
+            if isinstance(item, Exception):
+                raise item
+            parsed = _parsed(item, split, headers)
+            if jwks:
+                # As ``jwks[get_unverified_header(token)["kid"]]`` picks it.
+                key = _key_by_kid(key, parsed.header)
             _attach_payload(parsed, None)
             if verify_signature:
                 public = _signature_check(parsed, key, algorithms, enforce, public_of)

@@ -31,8 +31,17 @@ from ..errors import (
 from ._audit import AuditLog, Receipt, audit_verify
 from ._audit_workers import audit_verify_logs, audit_worker_log
 from ._chain import Chain, verify_chains
-from ._ed25519 import SigningKey, verify, verify_batch
+from ._ed25519 import (
+    DEFAULT_KEY_CACHE_CAPACITY,
+    SigningKey,
+    key_cache_clear,
+    key_cache_info,
+    key_cache_resize,
+    verify,
+    verify_batch,
+)
 from ._gate import Gate
+from ._jose import jws_split
 from ._hash import blake3, blake3_many, hash_backend, mac_many, sha256_many
 from ._ledger import Budget, Ledger, Reservation
 from ._wire import Invocation, Link, from_text, parse_invocation, to_text
@@ -51,10 +60,15 @@ __all__ = [
     "SigningKey",
     "verify",
     "verify_batch",
+    "DEFAULT_KEY_CACHE_CAPACITY",
+    "key_cache_clear",
+    "key_cache_info",
+    "key_cache_resize",
     "Chain",
     "Link",
     "Invocation",
     "verify_chains",
+    "jws_split",
     "blake3",
     "blake3_many",
     "mac_many",

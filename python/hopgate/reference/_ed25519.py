@@ -21,6 +21,8 @@ the two equations disagree.
 from __future__ import annotations
 
 import hashlib
+import operator
+from collections import OrderedDict
 from typing import Callable, Dict, Literal, Optional, Tuple
 
 import nacl.bindings
@@ -29,6 +31,7 @@ import nacl.signing
 import numpy as np
 import numpy.typing as npt
 
+from .._key_cache import KeyCacheInfo
 from ..errors import InputError
 from ._batch import as_bytes, batch_items, fixed_items
 
@@ -39,6 +42,10 @@ __all__ = [
     "SigningKey",
     "verify",
     "verify_batch",
+    "DEFAULT_KEY_CACHE_CAPACITY",
+    "key_cache_clear",
+    "key_cache_info",
+    "key_cache_resize",
 ]
 
 PUBLIC_KEY_LEN = 32
@@ -169,14 +176,67 @@ def _in_prime_order_subgroup(encoding: bytes) -> bool:
     return bool(nacl.bindings.crypto_core_ed25519_is_valid_point(encoding))
 
 
+class _KeyCache:
+    """Public keys decoded and checked by the strict rule (``_decode_point`` and the
+    small-order test), remembered by their 32 bytes: least recently used first out."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.keys: OrderedDict[bytes, Optional[_Point]] = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    def decoded(self, pk: bytes) -> Optional[_Point]:
+        if pk in self.keys:
+            self.hits += 1
+            self.keys.move_to_end(pk)
+            return self.keys[pk]
+        self.misses += 1
+        a = _decode_point(pk)
+        if a is not None and _is_small_order(a):
+            a = None
+        if self.capacity:
+            self.keys[pk] = a
+            while len(self.keys) > self.capacity:
+                self.keys.popitem(last=False)
+        return a
+
+
+DEFAULT_KEY_CACHE_CAPACITY = 1 << 16
+_KEYS = _KeyCache(DEFAULT_KEY_CACHE_CAPACITY)
+
+
+def key_cache_info() -> KeyCacheInfo:
+    """The cache of decoded public keys (the strict rule's key checks, in Python here)."""
+    return KeyCacheInfo(_KEYS.hits, _KEYS.misses, len(_KEYS.keys), _KEYS.capacity)
+
+
+def key_cache_clear() -> None:
+    """Empties the cache of decoded public keys and zeroes its counters."""
+    _KEYS.keys.clear()
+    _KEYS.hits = _KEYS.misses = 0
+
+
+def key_cache_resize(capacity: object) -> None:
+    """Sets how many decoded public keys the cache holds at most (0: off) and empties it."""
+    try:
+        value = operator.index(capacity)  # type: ignore[arg-type]
+    except TypeError:
+        value = -1
+    if not 0 <= value < 2**64:
+        raise InputError("capacity: expected an integer in 0 <= capacity < 2**64")
+    _KEYS.capacity = value
+    key_cache_clear()
+
+
 def _verify_bytes(msg: bytes, sig: bytes, pk: bytes) -> bool:
     if len(sig) != SIGNATURE_LEN or len(pk) != PUBLIC_KEY_LEN:
         return False
-    a = _decode_point(pk)
+    a = _KEYS.decoded(pk)
     r = _decode_point(sig[:32])
     if a is None or r is None:
         return False
-    if _is_small_order(a) or _is_small_order(r):
+    if _is_small_order(r):
         return False
     if int.from_bytes(sig[32:], "little") >= _L:
         return False

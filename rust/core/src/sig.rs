@@ -37,7 +37,7 @@ use rayon::prelude::*;
 use sha2::{Digest, Sha512};
 use zeroize::Zeroize;
 
-use crate::{Error, Result};
+use crate::{key_cache, Error, Result};
 
 /// Length of an Ed25519 public key.
 pub const PUBLIC_KEY_LEN: usize = 32;
@@ -290,10 +290,20 @@ fn small_order_encodings() -> &'static [[u8; 32]; 8] {
 
 /// Decodes a point under the rule: canonical, on the curve, not of small order.
 fn decode_point(bytes: &[u8; 32]) -> Option<EdwardsPoint> {
+    decode_with(bytes, |b| CompressedEdwardsY(*b).decompress())
+}
+
+/// [`decode_point`] for a public key, decompressed through the process's cache of keys
+/// (`key_cache`): keys repeat from call to call, a signature's R never does.
+fn decode_key(bytes: &[u8; 32]) -> Option<EdwardsPoint> {
+    decode_with(bytes, key_cache::decompress)
+}
+
+fn decode_with(bytes: &[u8; 32], decompress: impl FnOnce(&[u8; 32]) -> Option<EdwardsPoint>) -> Option<EdwardsPoint> {
     if !is_canonical(bytes) || small_order_encodings().contains(bytes) {
         return None;
     }
-    let point = CompressedEdwardsY(*bytes).decompress()?;
+    let point = decompress(bytes)?;
     debug_assert!(!point.is_small_order());
     Some(point)
 }
@@ -338,7 +348,7 @@ fn holds_single(p: &Prepared) -> bool {
 /// Verifies one signature under the strict rule of SPEC §3.1.
 pub fn verify(msg: Message<'_>, sig: &[u8], pk: &[u8]) -> bool {
     let Ok(a_bytes) = <&[u8; 32]>::try_from(pk) else { return false };
-    let Some(a) = decode_point(a_bytes) else { return false };
+    let Some(a) = decode_key(a_bytes) else { return false };
     prepare(&SigItem { msg, sig, pk }, a_bytes, a, 0, 0).is_some_and(|p| holds_single(&p))
 }
 
@@ -366,9 +376,9 @@ pub fn verify_batch(items: &[SigItem<'_>]) -> Vec<bool> {
         .collect();
     drop(key_ids);
     let decoded: Vec<Option<EdwardsPoint>> = if parallel {
-        keys.par_iter().map(|k| decode_point(k)).collect()
+        keys.par_iter().map(|k| decode_key(k)).collect()
     } else {
-        keys.iter().map(|k| decode_point(k)).collect()
+        keys.iter().map(|k| decode_key(k)).collect()
     };
 
     // An item's position, the item, and its key's bytes and distinct-key id.
@@ -558,7 +568,7 @@ fn verify_libsodium(msg: Message<'_>, sig: &[u8], pk: &[u8]) -> bool {
     // A decodes (`ge25519_frombytes_negate_vartime`): x^2 = (y^2 − 1)/(d y^2 + 1) has a
     // root. For y < p dalek's decompression takes the same root and sign; libsodium
     // returns −A where we negate in the equation.
-    let Some(a) = CompressedEdwardsY(*a_bytes).decompress() else { return false };
+    let Some(a) = key_cache::decompress(a_bytes) else { return false };
     cofactorless_holds(r_bytes, a_bytes, &a, &s, msg)
 }
 
@@ -579,6 +589,6 @@ fn verify_openssl(msg: Message<'_>, sig: &[u8], pk: &[u8]) -> bool {
     // does not reduce, so y ≥ p stands for y − p as in the C's `fe_frombytes`; and the
     // sign is applied by negating x, which leaves x = 0 as it is, as the C's `fe_neg`
     // does.
-    let Some(a) = CompressedEdwardsY(*a_bytes).decompress() else { return false };
+    let Some(a) = key_cache::decompress(a_bytes) else { return false };
     cofactorless_holds(r_bytes, a_bytes, &a, &s, msg)
 }

@@ -1,10 +1,12 @@
 //! `SigningKey`, `verify` and `verify_batch`.
 
+use hopgate_core::key_cache;
 use hopgate_core::sig::{self, Message, Rule, SigItem, SigningKey};
 use hopgate_macros::guarded;
 use numpy::PyArray1;
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
 use pyo3::types::PyBytes;
 
 use crate::convert::{self, source, RuleArg};
@@ -124,4 +126,31 @@ pub fn verify_batch<'py>(
         sig::verify_batch_with(&items, rule)
     });
     Ok(PyArray1::from_vec(py, out))
+}
+
+/// The process's cache of decoded public keys (every verification decodes its keys
+/// through it): a `KeyCacheInfo(hits, misses, entries, capacity)`.
+#[guarded]
+#[pyfunction]
+pub fn key_cache_info(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
+    static INFO: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    let i = key_cache::info();
+    INFO.import(py, "hopgate._key_cache", "KeyCacheInfo")?.call1((i.hits, i.misses, i.entries, i.capacity))
+}
+
+/// Empties the cache of decoded public keys and zeroes its counters.
+#[guarded]
+#[pyfunction]
+pub fn key_cache_clear() {
+    key_cache::clear()
+}
+
+/// Sets how many decoded public keys the cache holds at most (0 turns it off) and
+/// empties it. The default is `DEFAULT_KEY_CACHE_CAPACITY`.
+#[guarded]
+#[pyfunction]
+#[pyo3(signature = (capacity), text_signature = "(capacity)")]
+pub fn key_cache_resize(capacity: &Bound<'_, PyAny>) -> PyResult<()> {
+    key_cache::resize(convert::int(capacity, "capacity", "0 <= capacity < 2**64")?);
+    Ok(())
 }

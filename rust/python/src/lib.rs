@@ -10,6 +10,7 @@ mod errors;
 mod gate;
 mod hash;
 mod invocation;
+mod jose;
 mod keys;
 mod ledger;
 
@@ -29,7 +30,11 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(audit::audit_verify, m)?)?;
     m.add_function(wrap_pyfunction!(keys::verify, m)?)?;
     m.add_function(wrap_pyfunction!(keys::verify_batch, m)?)?;
+    m.add_function(wrap_pyfunction!(keys::key_cache_info, m)?)?;
+    m.add_function(wrap_pyfunction!(keys::key_cache_clear, m)?)?;
+    m.add_function(wrap_pyfunction!(keys::key_cache_resize, m)?)?;
     m.add_function(wrap_pyfunction!(chain::verify_chains, m)?)?;
+    m.add_function(wrap_pyfunction!(jose::jws_split, m)?)?;
     m.add_class::<invocation::PyInvocation>()?;
     m.add_function(wrap_pyfunction!(invocation::parse_invocation, m)?)?;
     m.add_function(wrap_pyfunction!(invocation::to_text, m)?)?;
@@ -53,6 +58,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("DEFAULT_MAX_ACCOUNTS", hopgate_core::ledger::DEFAULT_MAX_ACCOUNTS)?;
     m.add("DEFAULT_MAX_NONCES", hopgate_core::ledger::DEFAULT_MAX_NONCES)?;
     m.add("DEFAULT_CACHE_SIZE", hopgate_core::gate::DEFAULT_CACHE_SIZE)?;
+    m.add("DEFAULT_KEY_CACHE_CAPACITY", hopgate_core::key_cache::DEFAULT_CAPACITY)?;
     m.add("DEFAULT_MAX_BATCH", hopgate_core::gate::DEFAULT_MAX_BATCH)?;
     Ok(())
 }
