@@ -224,8 +224,9 @@ sweep(ms)
 local result
 
 if step == 'admit' then
-  -- ARGV: 'admit', now, retention, lease_ms, n, then per request: ts, amount, rid, k,
-  -- and k times (id, cap, expires); KEYS[4 + i] is request i's nonce key.
+  -- ARGV: 'admit', now, retention, lease_ms, n, m, then m accounts (id, cap, expires),
+  -- then per request: ts, amount, rid, k, and k places in the accounts (1-based);
+  -- KEYS[4 + i] is request i's nonce key.
   local clock, retention = raised(num(ARGV[2]), num(ARGV[3]))
   -- A root whose accounts were written without `until` (by another writer) never expires
   -- early: MAX until a step sets it.
@@ -233,15 +234,20 @@ if step == 'admit' then
   if untl then untl = num(untl) elseif redis.call('EXISTS', acct) == 1 then untl = MAX else untl = ZERO end
   local deadline = ms + tonumber(ARGV[4])
   local codes = {}
-  local p = 6
+  local a_ids, a_caps, a_exps = {}, {}, {}
+  local p = 7
+  for j = 1, tonumber(ARGV[6]) do
+    a_ids[j], a_caps[j], a_exps[j] = ARGV[p], num(ARGV[p + 1]), num(ARGV[p + 2])
+    p = p + 3
+  end
   for i = 1, tonumber(ARGV[5]) do
     local ts, amount, rid, k = num(ARGV[p]), num(ARGV[p + 1]), ARGV[p + 2], tonumber(ARGV[p + 3])
     local ids, caps, exps = {}, {}, {}
     for j = 1, k do
-      local q = p + 4 + 3 * (j - 1)
-      ids[j], caps[j], exps[j] = ARGV[q], num(ARGV[q + 1]), num(ARGV[q + 2])
+      local place = tonumber(ARGV[p + 3 + j])
+      ids[j], caps[j], exps[j] = a_ids[place], a_caps[place], a_exps[place]
     end
-    p = p + 4 + 3 * k
+    p = p + 4 + k
     local nonce = KEYS[4 + i]
     local code = 0
     -- Remembered until ts + retention < clock could hold: ts + retention + 1 - clock seconds.

@@ -9,7 +9,7 @@
 //! lost may have reserved; its reservation ids are remembered and released (settling is
 //! idempotent by id) before the next step, or forfeited by their lease.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -274,13 +274,26 @@ impl RedisStore {
             self.local.lease_ms.to_string(),
             group.len().to_string(),
         ];
+        // The accounts of the group, each (id, cap, expires) sent once: the requests of one
+        // root mostly share their paths, and name their accounts by place in this table.
+        let mut table: HashMap<(&AccountId, u64, u64), usize> = HashMap::new();
+        let mut accounts: Vec<String> = Vec::new();
+        let mut requests: Vec<String> = Vec::new();
         for (_, a, rid) in group {
             keys.push(format!("{p}n:{}", hex(a.nonce)));
-            args.extend([h64(a.timestamp), h64(a.amount), hex(rid), a.path.len().to_string()]);
+            requests.extend([h64(a.timestamp), h64(a.amount), hex(rid), a.path.len().to_string()]);
             for (i, (id, cap)) in a.path.iter().enumerate() {
-                args.extend([hex(id), h64(*cap), h64(a.expires.get(i).copied().unwrap_or(crate::ledger::NEVER))]);
+                let expires = a.expires.get(i).copied().unwrap_or(crate::ledger::NEVER);
+                let place = *table.entry((id, *cap, expires)).or_insert_with(|| {
+                    accounts.extend([hex(id), h64(*cap), h64(expires)]);
+                    accounts.len() / 3
+                });
+                requests.push(place.to_string());
             }
         }
+        args.push((accounts.len() / 3).to_string());
+        args.extend(accounts);
+        args.extend(requests);
         (keys, args)
     }
 
