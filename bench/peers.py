@@ -51,6 +51,32 @@ def signatures(n: int, shared: bool) -> tuple[list[bytes], list[bytes], list[byt
     return msgs, sigs, pks
 
 
+def library_loops(msgs: list[bytes], sigs: list[bytes], pks: list[bytes]) -> tuple[Callable[[], None], Callable[[], None]]:
+    """The peers' loops over the same items: PyNaCl's and pyca/cryptography's verify, a key
+    object made per item as a caller holding raw keys makes one."""
+
+    def pynacl() -> None:
+        for m, s, k in zip(msgs, sigs, pks):
+            nacl.signing.VerifyKey(k).verify(m, s)
+
+    def crypto() -> None:
+        for m, s, k in zip(msgs, sigs, pks):
+            Ed25519PublicKey.from_public_bytes(k).verify(s, m)
+
+    return pynacl, crypto
+
+
+def new_keys(call: Callable[[], object]) -> Callable[[], None]:
+    """`call` on keys the process has not seen, as the peers' loops see them: the cache of
+    decoded keys emptied before each repetition (inside the timing; it costs microseconds)."""
+
+    def run() -> None:
+        hopgate.key_cache_clear()
+        call()
+
+    return run
+
+
 def bench_verify(quick: bool) -> list[dict[str, Any]]:
     rows = []
     for shared in (False, True):
@@ -58,22 +84,9 @@ def bench_verify(quick: bool) -> list[dict[str, Any]]:
             msgs, sigs, pks = signatures(n, shared)
             reps = 3 if quick else (200 if n == 1 else 20 if n == 64 else 5)
 
-            def pynacl() -> None:
-                for m, s, k in zip(msgs, sigs, pks):
-                    nacl.signing.VerifyKey(k).verify(m, s)
-
-            def crypto() -> None:
-                for m, s, k in zip(msgs, sigs, pks):
-                    Ed25519PublicKey.from_public_bytes(k).verify(s, m)
-
+            pynacl, crypto = library_loops(msgs, sigs, pks)
             sample = min(n, 256)  # the reference is measured on a sample, per item
-
-            def fresh() -> None:
-                # Keys the process has not seen: the cache of decoded keys emptied first.
-                hopgate.key_cache_clear()
-                hopgate.verify_batch(msgs, sigs, pks)
-
-            t_native = best(fresh, reps) / n
+            t_native = best(new_keys(lambda: hopgate.verify_batch(msgs, sigs, pks)), reps) / n
             t_nacl = best(pynacl, reps) / n
             t_crypto = best(crypto, reps) / n
             t_ref = best(lambda: ref.verify_batch(msgs[:sample], sigs[:sample], pks[:sample]), 2) / sample
@@ -107,14 +120,7 @@ def bench_rules(quick: bool) -> list[dict[str, Any]]:
         msgs, sigs, pks = signatures(n, False)
         reps = 3 if quick else (300 if n == 1 else 5)
 
-        def pynacl() -> None:
-            for m, s, k in zip(msgs, sigs, pks):
-                nacl.signing.VerifyKey(k).verify(m, s)
-
-        def crypto() -> None:
-            for m, s, k in zip(msgs, sigs, pks):
-                Ed25519PublicKey.from_public_bytes(k).verify(s, m)
-
+        pynacl, crypto = library_loops(msgs, sigs, pks)
         cases: list[tuple[Literal["libsodium", "openssl"], str, Callable[[], None]]] = [
             ("libsodium", "PyNaCl loop", pynacl),
             ("openssl", "cryptography loop", crypto),
@@ -137,12 +143,7 @@ def bench_rules(quick: bool) -> list[dict[str, Any]]:
                 m, s, k = msgs[0], sigs[0], pks[0]
                 t_native = best(lambda: hopgate.verify(m, s, k, rule=rule), reps)
             else:
-
-                def fresh() -> None:
-                    hopgate.key_cache_clear()  # keys not seen before, as in the peers' loops
-                    hopgate.verify_batch(msgs, sigs, pks, rule=rule)
-
-                t_native = best(fresh, reps) / n
+                t_native = best(new_keys(lambda: hopgate.verify_batch(msgs, sigs, pks, rule=rule)), reps) / n
             assert hopgate.verify_batch(msgs, sigs, pks, rule=rule).all()
             rows.append(
                 dict(
@@ -178,14 +179,11 @@ def bench_jwt(quick: bool) -> list[dict[str, Any]]:
         for t, k in zip(tokens, public):
             pyjwt.decode(t, k, **kwargs)
 
-    def fresh() -> None:
-        hopgate.key_cache_clear()  # keys not seen before, as in PyJWT's loop
-        hj.decode_batch(tokens, public, **kwargs)
-
     t_theirs = best(theirs, reps) / n
     t0, k0 = tokens[0], public[0]
     return [
-        dict(bench="jwt", case=f"decode_batch, {n} distinct keys", native_us=best(fresh, reps) / n * 1e6,
+        dict(bench="jwt", case=f"decode_batch, {n} distinct keys", native_us=best(
+            new_keys(lambda: hj.decode_batch(tokens, public, **kwargs)), reps) / n * 1e6,
              peers_us={"PyJWT decode loop": t_theirs * 1e6}),
         dict(bench="jwt", case=f"decode_batch, {n} keys seen before", native_us=best(
             lambda: hj.decode_batch(tokens, public, **kwargs), reps) / n * 1e6,
