@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import copy
-import hashlib
 import json
 import pathlib
 import pickle
@@ -35,6 +34,8 @@ import pytest
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from _ed25519 import L, challenge, flip, secret_scalar
 
 import hopgate
 from hopgate.compat import cryptography as compat_cryptography
@@ -62,7 +63,6 @@ def outcome(call: Callable[[], object]) -> Outcome:
 # ("Taming the many EdDSAs", speccheck), as constants: they build triples only.
 # ---------------------------------------------------------------------------
 
-L = 2**252 + 27742317777372353535851937790883648493
 IDENTITY = bytes([1]) + bytes(31)
 TORSION = [
     bytes.fromhex(h)
@@ -92,24 +92,6 @@ NON_CANONICAL = [
 
 def scalar_bytes(s: int) -> bytes:
     return s.to_bytes(32, "little")
-
-
-def secret_scalar(seed: bytes) -> int:
-    h = bytearray(hashlib.sha512(seed).digest()[:32])
-    h[0] &= 248
-    h[31] &= 127
-    h[31] |= 64
-    return int.from_bytes(h, "little")
-
-
-def challenge(r: bytes, a: bytes, msg: bytes) -> int:
-    return int.from_bytes(hashlib.sha512(r + a + msg).digest(), "little") % L
-
-
-def flip(data: bytes, bit: int) -> bytes:
-    out = bytearray(data)
-    out[bit // 8] ^= 1 << (bit % 8)
-    return bytes(out)
 
 
 @dataclass(frozen=True)

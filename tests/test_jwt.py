@@ -30,10 +30,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 
 import hopgate.jwt as hj
+from _ed25519 import L
 from conftest import VECTORS
 
 INT_NOW = 1_750_000_000
-L = 2**252 + 27742317777372353535851937790883648493  # the order of the Ed25519 base point
 
 
 def b64(data: bytes) -> str:

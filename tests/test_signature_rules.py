@@ -15,7 +15,6 @@ rule every vector Wycheproof calls invalid must be refused.
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import pathlib
 import random
@@ -31,6 +30,8 @@ import numpy as np
 import pytest
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from _ed25519 import L, challenge, flip, secret_scalar
 
 import hopgate
 import hopgate.reference
@@ -78,7 +79,6 @@ LIBRARY: dict[str, Callable[[bytes, bytes, bytes], bool]] = {
 # ---------------------------------------------------------------------------
 
 P = 2**255 - 19
-L = 2**252 + 27742317777372353535851937790883648493
 D = -121665 * pow(121666, -1, P) % P
 SQRT_M1 = pow(2, (P - 1) // 4, P)
 Point = Tuple[int, int]
@@ -115,19 +115,6 @@ def times(k: int, point: Point) -> Point:
     for _ in range(k):
         out = add(out, point)
     return out
-
-
-def challenge(r: bytes, a: bytes, msg: bytes) -> int:
-    return int.from_bytes(hashlib.sha512(r + a + msg).digest(), "little") % L
-
-
-def secret_scalar(seed: bytes) -> int:
-    """The scalar a of RFC 8032 §5.1.5, so that a key's public key is [a]B."""
-    h = bytearray(hashlib.sha512(seed).digest()[:32])
-    h[0] &= 248
-    h[31] &= 127
-    h[31] |= 64
-    return int.from_bytes(h, "little")
 
 
 def sig_of(r: bytes, s: int) -> bytes:
@@ -184,12 +171,6 @@ class Corpus:
         self.sigs.append(sig)
         self.pks.append(pk)
         self.kinds.append(kind)
-
-
-def flip(data: bytes, bit: int) -> bytes:
-    out = bytearray(data)
-    out[bit >> 3] ^= 1 << (bit & 7)
-    return bytes(out)
 
 
 def nonce(rng: random.Random) -> Tuple[int, bytes]:
