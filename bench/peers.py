@@ -16,6 +16,7 @@ import json
 import os
 import platform
 import time
+from functools import partial
 from typing import Any, Callable, Literal
 
 import blake3
@@ -191,6 +192,61 @@ def bench_jwt(quick: bool) -> list[dict[str, Any]]:
         dict(bench="jwt", case="decode, one EdDSA token", native_us=best(lambda: hj.decode(t0, k0, **kwargs), 300) * 1e6,
              peers_us={"PyJWT decode": best(lambda: pyjwt.decode(t0, k0, **kwargs), 300) * 1e6}),
     ]
+
+
+def hdp_records(n: int, hops: int, private: bytes) -> list[dict[str, Any]]:
+    """`n` HDP records of `hops` hops, signed by the HDP SDK itself."""
+    import uuid
+
+    from hdp_langchain._crypto import sign_hop, sign_root  # type: ignore[import-untyped]
+
+    records = []
+    for i in range(n):
+        record: dict[str, Any] = {
+            "hdp": "0.1",
+            "header": {"token_id": str(uuid.uuid4()), "issued_at": NOW * 1000, "expires_at": NOW * 1000 + 3_600_000,
+                       "session_id": f"session-{i}", "version": "0.1"},
+            "principal": {"id": "alice@example.com", "id_type": "email"},
+            "scope": {"intent": "book travel", "data_classification": "internal", "network_egress": True,
+                      "persistence": False, "authorized_tools": ["search", "book"], "max_hops": hops},
+        }
+        record["signature"] = sign_root(record, private, "issuer-1")
+        chain: list[dict[str, Any]] = []
+        for seq in range(1, hops + 1):
+            hop = {"seq": seq, "agent_id": f"agent-{seq}", "agent_type": "sub-agent", "timestamp": NOW * 1000 + seq,
+                   "action_summary": "searched flights", "parent_hop": seq - 1}
+            hop["hop_signature"] = sign_hop([*chain, hop], record["signature"]["value"], private)
+            chain.append(hop)
+        record["chain"] = chain
+        records.append(record)
+    return records
+
+
+def bench_hdp(quick: bool) -> list[dict[str, Any]]:
+    """HDP records (one issuer key): ``hopgate.hdp.verify_chains`` against a loop over the
+    HDP SDK's ``verify_chain`` (hdp-langchain), 1,024 records of 1 and of 3 hops."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from hdp_langchain.verify import verify_chain  # type: ignore[import-untyped]
+
+    import hopgate.hdp as hh
+
+    n = 128 if quick else 1024
+    reps = 3 if quick else 5
+    issuer = Ed25519PrivateKey.generate()
+    public = issuer.public_key().public_bytes_raw()
+    rows = []
+    for hops in (1, 3):
+        records = hdp_records(n, hops, issuer.private_bytes_raw())
+        assert all(r.valid for r in hh.verify_chains(records, public))
+
+        def theirs(records: list[dict[str, Any]] = records) -> None:
+            for record in records:
+                verify_chain(record, public)
+
+        rows.append(dict(bench="hdp", case=f"verify_chains, {n} records of {hops} hop{'s' if hops > 1 else ''}",
+                         native_us=best(partial(hh.verify_chains, records, public), reps) / n * 1e6,
+                         peers_us={"hdp-langchain verify_chain loop": best(theirs, reps) / n * 1e6}))
+    return rows
 
 
 def make_chains(n: int, links: int = 3) -> tuple[list[bytes], bytes]:
@@ -516,6 +572,7 @@ SECTIONS: dict[str, Callable[[bool], list[dict[str, Any]]]] = {
     "verify": bench_verify,
     "rules": bench_rules,
     "jwt": bench_jwt,
+    "hdp": bench_hdp,
     "chains": bench_chains,
     "gate": bench_gate,
     "ledger": bench_ledger,

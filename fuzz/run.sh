@@ -10,7 +10,7 @@
 #
 # Environment:
 #   FUZZ_SANITIZER  address (default) | none
-#   FUZZ_TARGETS    space-separated subset of: chain invocation gate hash
+#   FUZZ_TARGETS    space-separated subset of: chain invocation gate hash hdp
 #   FUZZ_FORK       long runs: libFuzzer -fork=N worker processes (default 1: one process)
 #   FUZZ_MAX_TIME   long runs: also stop each target after this many seconds
 #   SMOKE_SECONDS   per-target fuzzing time of `smoke` (default 13; 4 targets -> 52 s)
@@ -22,7 +22,7 @@ set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(dirname "$here")"
-all_targets=(chain invocation gate hash)
+all_targets=(chain invocation gate hash hdp)
 read -r -a targets <<<"${FUZZ_TARGETS:-${all_targets[*]}}"
 sanitizer="${FUZZ_SANITIZER:-address}"
 triple="$(rustc -vV | sed -n 's/^host: //p')"
@@ -63,7 +63,7 @@ common_flags() {
 
 # Crates that get instrument_flags with FUZZ_INSTRUMENT=core: hopgate's code, the
 # targets and their shared module (crate names as rustc sees them).
-instrumented_crates="hopgate_core hopgate_fuzz chain invocation gate hash"
+instrumented_crates="hopgate_core hopgate_fuzz chain invocation gate hash hdp"
 
 build() {
     local bins=()

@@ -90,4 +90,10 @@ fn main() {
     for (i, len) in [8, 40, 90, 200, 600].into_iter().enumerate() {
         write(out, "hash", &format!("batch-{i}"), &rng.bytes(len));
     }
+
+    // hdp: a JSON value's shape and numbers from the input.
+    write(out, "hdp", "zeros", &[0u8; 32]);
+    for (i, len) in [16, 64, 160, 400].into_iter().enumerate() {
+        write(out, "hdp", &format!("value-{i}"), &rng.bytes(len));
+    }
 }

@@ -3,7 +3,7 @@
 from types import TracebackType
 import os
 from pathlib import Path
-from typing import Callable, Iterable, Literal, Optional, Sequence, Union, final, overload
+from typing import Any, Callable, Iterable, Literal, Optional, Sequence, Union, final, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -47,12 +47,14 @@ __all__ = [
     "audit_verify",
     "blake3",
     "blake3_many",
+    "canonical_json",
     "code_names",
     "from_text",
     "hash_backend",
     "key_cache_clear",
     "key_cache_info",
     "key_cache_resize",
+    "hdp_verify",
     "jws_split",
     "mac_many",
     "parse_invocation",
@@ -209,6 +211,8 @@ def key_cache_resize(capacity: int) -> None: ...
 def jws_split(
     tokens: Sequence[Buffer],
 ) -> list[Optional[tuple[int, Optional[bytes], Optional[bytes], bool, Optional[bytes]]]]: ...
+def hdp_verify(records: Iterable[Any], public_key: Buffer) -> list[list[bool]]: ...
+def canonical_json(value: Any) -> bytes: ...
 @final
 class Invocation:
     @property

@@ -19,6 +19,8 @@ mod error;
 pub mod fault;
 pub mod gate;
 pub mod hash;
+pub mod hdp;
+pub mod jcs;
 pub mod jose;
 pub mod key_cache;
 pub mod ledger;

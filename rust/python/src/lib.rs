@@ -9,6 +9,7 @@ mod convert;
 mod errors;
 mod gate;
 mod hash;
+mod hdp;
 mod invocation;
 mod jose;
 mod keys;
@@ -35,6 +36,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(keys::key_cache_resize, m)?)?;
     m.add_function(wrap_pyfunction!(chain::verify_chains, m)?)?;
     m.add_function(wrap_pyfunction!(jose::jws_split, m)?)?;
+    m.add_function(wrap_pyfunction!(hdp::hdp_verify, m)?)?;
+    m.add_function(wrap_pyfunction!(hdp::canonical_json, m)?)?;
     m.add_class::<invocation::PyInvocation>()?;
     m.add_function(wrap_pyfunction!(invocation::parse_invocation, m)?)?;
     m.add_function(wrap_pyfunction!(invocation::to_text, m)?)?;
