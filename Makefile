@@ -96,11 +96,14 @@ demo:
 	$(DEMO_VENV)/bin/python -m pip install --quiet .
 	$(DEMO_VENV)/bin/python examples/demo.py
 
+# rust/core/benches/limits.rs first: what the underlying crates do on this machine, which
+# bench/peers.py then prints the Python figures against (with the CPU features detected).
 # bench/stores.py starts its own redis-server (one, and a 3-node cluster) on free ports of
 # 127.0.0.1 and puts SQLite in a temporary directory: the ledger stores against the memory one.
 bench: build servers
 	mkdir -p target/bench
-	$(PY) bench/peers.py --json target/bench/peers.json --png target/bench/peers.png
+	cargo bench --locked -p hopgate-core --bench limits -- --json target/bench/limits.json
+	$(PY) bench/peers.py --json target/bench/peers.json --png target/bench/peers.png --limits target/bench/limits.json
 	$(PY) bench/stores.py --json target/bench/stores.json
 	$(PY) -m pytest -q bench --benchmark-only --benchmark-columns=min,median,ops --benchmark-sort=name
 

@@ -96,6 +96,7 @@ def bench_verify(quick: bool) -> list[dict[str, Any]]:
                 dict(
                     bench="verify_batch",
                     case=f"n={n} {'one key' if shared else 'distinct keys'}",
+                    **({} if shared or n == 1 else {"limit": f"verify_batch/{n}/new"}),
                     native_us=t_native * 1e6,
                     peers_us={"PyNaCl loop": t_nacl * 1e6, "cryptography loop": t_crypto * 1e6, "reference": t_ref * 1e6},
                 )
@@ -106,6 +107,7 @@ def bench_verify(quick: bool) -> list[dict[str, Any]]:
                     dict(
                         bench="verify_batch",
                         case=f"n={n} distinct keys, seen before",
+                        limit=f"verify_batch/{n}/seen",
                         native_us=best(lambda: hopgate.verify_batch(msgs, sigs, pks), reps) / n * 1e6,
                         peers_us={"PyNaCl loop": t_nacl * 1e6},
                     )
@@ -452,6 +454,8 @@ def bench_hashing(quick: bool) -> list[dict[str, Any]]:
                         bench=name,
                         case=f"{label} x {size} B, {form}",
                         unit="ns",
+                        limit=f"{name.removesuffix('_many').replace('mac', 'blake3')}/{size}",
+                        bytes_per_item=size,
                         native_us=t * 1e6,
                         peers_us={**{k: v * 1e6 for k, v in peers.items()}, "reference": t_ref * 1e6},
                     )
@@ -539,6 +543,27 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def against_limits(rows: list[dict[str, Any]], path: str) -> str:
+    """The Python figures next to the pure-Rust limits `rust/core/benches/limits.rs` measured
+    on this machine (``cargo bench -p hopgate-core --bench limits -- --json PATH``): the
+    fraction of the limit each reaches (1.0: at the limit)."""
+    with open(path) as f:
+        report = json.load(f)
+    limits = {r["key"]: r for r in report["rows"] if "key" in r}
+    lines = [f"# against the pure-Rust limits ({report['cores']} cores; CPU features: {' '.join(report['features'])})"]
+    for r in rows:
+        limit = limits.get(r.get("limit", ""))
+        if limit is None:
+            continue
+        if limit["unit"] == "GB/s":
+            ours = r["bytes_per_item"] / (r["native_us"] * 1e-6) / 1e9
+            fraction, figures = ours / limit["limit"], f"{ours:.2f} of {limit['limit']:.2f} GB/s"
+        else:
+            fraction, figures = limit["limit"] / r["native_us"], f"{r['native_us']:.2f} against {limit['limit']:.2f} µs"
+        lines.append(f"{r['bench']:<14} {r['case']:<40} {fraction:>6.0%}  ({figures}: {limit['limit_name']})")
+    return "\n".join(lines)
+
+
 def chart(rows: list[dict[str, Any]], path: str) -> None:
     """Horizontal bars: hopgate's speed-up over each peer (log scale), the reference in
     grey, the other peers in colour, in table order from the top."""
@@ -587,6 +612,7 @@ def main() -> None:
     ap.add_argument("--json", help="also write the rows as JSON here")
     ap.add_argument("--png", help="also draw a chart here (needs matplotlib)")
     ap.add_argument("--only", choices=sorted(SECTIONS), action="append", help="run only this section (repeatable)")
+    ap.add_argument("--limits", help="the JSON of rust/core/benches/limits.rs: print fractions of those limits")
     args = ap.parse_args()
     print(
         f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
@@ -594,6 +620,8 @@ def main() -> None:
     )
     rows = [row for name, section in SECTIONS.items() if not args.only or name in args.only for row in section(args.quick)]
     print(table(rows))
+    if args.limits:
+        print(against_limits(rows, args.limits))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)
