@@ -212,24 +212,51 @@ def _hammer(write: Callable[[int], None], calls: Callable[[], None], rounds: int
 
 
 def test_writable_memory_is_copied_once_under_the_gil() -> None:
-    """A Python thread rewriting a bytearray between two whole patterns: every call
-    sees one pattern or the other, whole (the copy is taken in one step)."""
-    n, size = 512, 256
+    """A Python thread rewriting a bytearray between two whole patterns: every
+    ``verify_batch`` call sees one pattern or the other, whole (the copy is taken in one
+    step), so its verdicts are all True (pattern a, which was signed) or all False."""
+    n, size = 256, 64
     a, b = bytes([1]) * (n * size), bytes([2]) * (n * size)
     buf = bytearray(a)
     offsets = np.arange(0, n * size + 1, size, dtype=np.int64)
-    want = {blake3.blake3(p[:size]).digest() for p in (a, b)}
+    key = hopgate.SigningKey.generate()
+    sigs = [key.sign(a[:size])] * n
+    pks = [key.public_key] * n
 
     def write(i: int) -> None:
         buf[:] = a if i % 2 else b
 
     def calls() -> None:
         for impl in (hopgate, ref):
-            out = impl.blake3_many(buf, offsets)
-            rows = {bytes(r) for r in out}
-            assert len(rows) == 1 and rows <= want
+            verdicts = set(impl.verify_batch(buf, sigs, pks, offsets=offsets).tolist())
+            assert len(verdicts) == 1
+
+    _hammer(write, calls, rounds=10)
+
+
+def test_writable_hash_input_is_read_in_place() -> None:
+    """The hashing functions read one writable buffer where it is (docs/FORMAT.md §2): a
+    thread rewriting it meanwhile changes digests, never the shape, never a failure; left
+    alone, the digests are the bytes' digests, in a reused ``out=`` array as well."""
+    n, size = 512, 256
+    a, b = bytes([1]) * (n * size), bytes([2]) * (n * size)
+    buf = np.frombuffer(bytearray(a), dtype=np.uint8)
+    assert buf.flags.writeable
+    offsets = np.arange(0, n * size + 1, size, dtype=np.int64)
+    out = np.zeros((n, 32), dtype=np.uint8)
+
+    def write(i: int) -> None:
+        buf[:] = np.frombuffer(a if i % 2 else b, dtype=np.uint8)
+
+    def calls() -> None:
+        for many in (hopgate.blake3_many, hopgate.sha256_many):
+            assert many(buf, offsets).shape == (n, 32)
+            assert many(buf, offsets, out=out) is out
 
     _hammer(write, calls)
+    buf[:] = np.frombuffer(a, dtype=np.uint8)
+    want = np.frombuffer(blake3.blake3(a[:size]).digest(), dtype=np.uint8)
+    assert (hopgate.blake3_many(buf, offsets, out=out) == want).all() and (out == want).all()
 
 
 def test_offsets_rewritten_during_calls_never_read_out_of_bounds() -> None:

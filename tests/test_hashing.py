@@ -347,3 +347,50 @@ def test_native_and_reference_refuse_the_same_threads(threads: Any) -> None:
             return (type(e).__name__, str(e))
 
     assert outcome(hopgate.blake3) == outcome(ref.blake3)
+
+
+@pytest.mark.parametrize("name", ["blake3_many", "sha256_many", "mac_many"])
+def test_out_is_written_in_place_and_returned(impl: ModuleType, name: str) -> None:
+    msgs = [b"", b"abc", bytes(range(256)) * 5]
+    buf = np.frombuffer(b"".join(msgs), dtype=np.uint8)
+    offsets = np.cumsum([0] + [len(m) for m in msgs]).astype(np.int64)
+    args: tuple[Any, ...] = (bytes(32),) if name == "mac_many" else ()
+    fn = getattr(impl, name)
+    want = fn(*args, msgs)
+    for data in ((msgs,), (buf, offsets)):
+        out = np.full((3, 32), 7, dtype=np.uint8)
+        assert fn(*args, *data, out=out) is out
+        assert (out == want).all()
+
+
+@pytest.mark.parametrize(
+    ("out", "fragment"),
+    [
+        (np.zeros((2, 32), dtype=np.uint8), "shape (3, 32)"),
+        (np.zeros((3, 16), dtype=np.uint8), "shape (3, 32)"),
+        (np.zeros((3, 32), dtype=np.int16), "numpy uint8 array"),
+        (np.zeros(96, dtype=np.uint8), "numpy uint8 array"),
+        (bytearray(96), "numpy uint8 array"),
+        (np.zeros((3, 64), dtype=np.uint8)[:, ::2], "C-contiguous"),
+        (np.zeros((3, 32), dtype=np.uint8).T.copy().T, "C-contiguous"),
+    ],
+)
+def test_bad_out(impl: ModuleType, out: Any, fragment: str) -> None:
+    with pytest.raises(hopgate.InputError, match=fragment.replace("(", r"\(").replace(")", r"\)")):
+        impl.blake3_many([b"a", b"b", b"c"], out=out)
+
+
+def test_read_only_out_is_refused(impl: ModuleType) -> None:
+    out = np.zeros((1, 32), dtype=np.uint8)
+    out.flags.writeable = False
+    with pytest.raises(hopgate.InputError, match="writable"):
+        impl.blake3_many([b"a"], out=out)
+
+
+def test_out_cannot_be_the_data(impl: ModuleType) -> None:
+    """Digests written over the data being hashed are refused (the native module by
+    numpy's borrow flags), rather than hash bytes that are being overwritten."""
+    data = np.zeros((4, 32), dtype=np.uint8)
+    offsets = np.arange(0, 129, 32, dtype=np.int64)
+    with pytest.raises(hopgate.InputError, match="out: cannot be written"):
+        impl.blake3_many(data, offsets, out=data)

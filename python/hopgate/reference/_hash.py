@@ -2,8 +2,9 @@
 
 The batch hashers (``blake3_many``, ``sha256_many``, ``mac_many``) take a list
 of bytes-like objects, or one buffer plus Arrow-layout ``offsets`` (see
-``_batch``), and return an ``(n, 32)`` ``uint8`` array, one digest per row. A
-plain loop: the baseline the native batch hashers are measured against.
+``_batch``), and return an ``(n, 32)`` ``uint8`` array, one digest per row (written
+into ``out=`` when given). A plain loop: the baseline the native batch hashers are
+measured against.
 
 ``blake3`` hashes one input, optionally on several threads (blake3-py's
 ``max_threads``); ``hash_backend`` names the implementation, ``"reference"``.
@@ -44,32 +45,51 @@ def _sha256_digest(data: bytes) -> bytes:
     return hashlib.sha256(data).digest()
 
 
-def _many(
-    hash_one: Callable[[bytes], bytes], data: object, offsets: object | None
-) -> npt.NDArray[np.uint8]:
-    items = batch_items(data, offsets, "data")
-    out = np.empty((len(items), DIGEST_LEN), dtype=np.uint8)
-    for row, item in enumerate(items):
-        out[row] = np.frombuffer(hash_one(item), dtype=np.uint8)
+def _out_array(out: object, n: int) -> npt.NDArray[np.uint8]:
+    """``out=``: a writable, C-contiguous ``(n, 32)`` ``uint8`` numpy array."""
+    if not isinstance(out, np.ndarray) or out.dtype != np.uint8 or out.ndim != 2:
+        raise InputError(f"out: expected a numpy uint8 array of shape ({n}, 32), got {type(out).__name__}")
+    if out.shape != (n, DIGEST_LEN):
+        raise InputError(f"out: expected shape ({n}, 32), got {list(out.shape)}")
+    if not out.flags.c_contiguous:
+        raise InputError("out: must be C-contiguous")
+    if not out.flags.writeable:
+        raise InputError("out: must be writable")
     return out
 
 
-def blake3_many(data: object, offsets: object | None = None) -> npt.NDArray[np.uint8]:
-    """BLAKE3-256 of each item, as an ``(n, 32)`` ``uint8`` array."""
-    return _many(blake3_digest, data, offsets)
+def _many(
+    hash_one: Callable[[bytes], bytes], data: object, offsets: object | None, out: object | None
+) -> npt.NDArray[np.uint8]:
+    items = batch_items(data, offsets, "data")
+    rows = np.empty((len(items), DIGEST_LEN), dtype=np.uint8) if out is None else _out_array(out, len(items))
+    if out is not None and isinstance(data, np.ndarray) and np.may_share_memory(rows, data):
+        # As the native module refuses it: digests written over the bytes being hashed.
+        raise InputError("out: cannot be written while it is read as data")
+    for row, item in enumerate(items):
+        rows[row] = np.frombuffer(hash_one(item), dtype=np.uint8)
+    return rows
 
 
-def sha256_many(data: object, offsets: object | None = None) -> npt.NDArray[np.uint8]:
-    """SHA-256 of each item, as an ``(n, 32)`` ``uint8`` array."""
-    return _many(_sha256_digest, data, offsets)
+def blake3_many(data: object, offsets: object | None = None, *, out: object | None = None) -> npt.NDArray[np.uint8]:
+    """BLAKE3-256 of each item, as an ``(n, 32)`` ``uint8`` array (``out``, when given)."""
+    return _many(blake3_digest, data, offsets, out)
 
 
-def mac_many(key: object, data: object, offsets: object | None = None) -> npt.NDArray[np.uint8]:
-    """BLAKE3 keyed hash (a MAC) of each item under a 32-byte ``key``, as ``(n, 32)`` ``uint8``."""
+def sha256_many(data: object, offsets: object | None = None, *, out: object | None = None) -> npt.NDArray[np.uint8]:
+    """SHA-256 of each item, as an ``(n, 32)`` ``uint8`` array (``out``, when given)."""
+    return _many(_sha256_digest, data, offsets, out)
+
+
+def mac_many(
+    key: object, data: object, offsets: object | None = None, *, out: object | None = None
+) -> npt.NDArray[np.uint8]:
+    """BLAKE3 keyed hash (a MAC) of each item under a 32-byte ``key``, as ``(n, 32)``
+    ``uint8`` (``out``, when given)."""
     key_bytes = as_bytes(key, "key")
     if len(key_bytes) != KEY_LEN:
         raise InputError(f"key: must be {KEY_LEN} bytes, got {len(key_bytes)}")
-    return _many(lambda item: _Blake3(item, key=key_bytes).digest(), data, offsets)
+    return _many(lambda item: _Blake3(item, key=key_bytes).digest(), data, offsets, out)
 
 
 def _threads(threads: object) -> int:

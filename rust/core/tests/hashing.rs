@@ -105,7 +105,7 @@ fn environment_picks_the_backend() {
         assert_eq!(hash::backend(), want);
         let msgs: [&[u8]; 3] = [b"", b"abc", &[7; 3000]];
         let mut out = [[0u8; 32]; 3];
-        hash::blake3_many(&msgs, &mut out);
+        hash::blake3_many(&msgs[..], &mut out);
         assert!(msgs.iter().zip(&out).all(|(m, d)| *d == reference(None, m)));
         return;
     }
@@ -143,25 +143,29 @@ fn environment_picks_the_backend() {
 #[test]
 #[should_panic(expected = "not on this CPU")]
 fn unknown_backend_is_refused() {
-    blake3_many_with("sse9", None, &[], &mut []);
+    let none: [&[u8]; 0] = [];
+    blake3_many_with("sse9", None, &none[..], &mut []);
 }
 
 #[test]
 #[should_panic(expected = "one output row per message")]
 fn output_length_must_match() {
-    hash::blake3_many(&[b"a", b"b"], &mut [[0; 32]]);
+    let msgs: [&[u8]; 2] = [b"a", b"b"];
+    hash::blake3_many(&msgs[..], &mut [[0; 32]]);
 }
 
 #[test]
 #[should_panic(expected = "one output row per message")]
 fn mac_output_length_must_match() {
-    hash::mac_many(&[0; 32], &[b"a"], &mut []);
+    let msgs: [&[u8]; 1] = [b"a"];
+    hash::mac_many(&[0; 32], &msgs[..], &mut []);
 }
 
 #[test]
 #[should_panic(expected = "one output row per message")]
 fn sha256_output_length_must_match() {
-    hash::sha256_many(&[], &mut [[0; 32]]);
+    let none: [&[u8]; 0] = [];
+    hash::sha256_many(&none[..], &mut [[0; 32]]);
 }
 
 #[test]
@@ -349,6 +353,53 @@ fn sha256_many_matches_sha2() {
     }
     // A known answer: SHA-256("abc").
     let mut out = [[0u8; 32]];
-    hash::sha256_many(&[b"abc"], &mut out);
+    let msgs: [&[u8]; 1] = [b"abc"];
+    hash::sha256_many(&msgs[..], &mut out);
     assert_eq!(hex::encode(out[0]), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+}
+
+#[test]
+fn one_buffer_cut_by_offsets_hashes_as_its_slices() {
+    let data: Vec<u8> = (0..40_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
+    // Lengths around every boundary: empty, one block, one chunk, several, the crate's.
+    let mut offsets = vec![3i64];
+    for len in [0usize, 1, 63, 64, 65, 1023, 1024, 1025, 4096, 0, 17, 16_384, 2048] {
+        offsets.push(offsets.last().copied().unwrap_or(0) + len as i64);
+    }
+    let slices: Vec<&[u8]> = offsets.windows(2).map(|w| &data[w[0] as usize..w[1] as usize]).collect();
+    let cut = hash::Cut::new(&data, &offsets).expect("good offsets");
+    let n = slices.len();
+    type Run<M> = fn(&M, &mut [[u8; 32]]);
+    type Pair<'a> = (Run<hash::Cut<'a>>, Run<Vec<&'a [u8]>>);
+    let pairs: [Pair<'_>; 2] = [(hash::blake3_many, hash::blake3_many), (hash::sha256_many, hash::sha256_many)];
+    for (by_cut, by_slices) in pairs {
+        let (mut a, mut b) = (vec![[0u8; 32]; n], vec![[0u8; 32]; n]);
+        by_cut(&cut, &mut a);
+        by_slices(&slices, &mut b);
+        assert_eq!(a, b);
+    }
+    let mut tags = vec![[0u8; 32]; n];
+    hash::mac_many(&[9; 32], &cut, &mut tags);
+    assert!(slices.iter().zip(&tags).all(|(m, t)| *t == reference(Some(&[9; 32]), m)));
+}
+
+#[test]
+fn offsets_that_do_not_cut_the_buffer_are_refused() {
+    use hash::OffsetError::*;
+    let data = [0u8; 10];
+    let cases: [(&[i64], hash::OffsetError); 5] = [
+        (&[], Empty),
+        (&[-1, 2], Negative(-1)),
+        (&[0, 5, 4], Decreasing { index: 2, value: 4, previous: 5 }),
+        (&[0, 11], PastEnd { index: 1, value: 11, len: 10 }),
+        (&[11], PastEnd { index: 0, value: 11, len: 10 }),
+    ];
+    for (offsets, want) in cases {
+        assert_eq!(hash::Cut::new(&data, offsets).err(), Some(want));
+    }
+    assert_eq!(
+        Decreasing { index: 2, value: 4, previous: 5 }.to_string(),
+        "offsets[2] = 4 is less than offsets[1] = 5"
+    );
+    assert!(hash::Cut::new(&data, &[10]).is_ok());
 }

@@ -108,14 +108,38 @@ fn is_buffer(obj: &Bound<'_, PyAny>) -> PyResult<bool> {
     Ok(cached(obj.py(), &MEMORYVIEW, "builtins", "memoryview")?.call1((obj,)).is_ok())
 }
 
+/// How memory that Python can change during a call is read.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Writable {
+    /// Copied under the GIL first (every input whose bytes decide something).
+    Copy,
+    /// Read where it is (the hashing functions' data: a copy would cost as much as the
+    /// hash). A writer that changes it during the call changes the digests of the
+    /// messages it touches, to those of some mix of old and new bytes; lengths and
+    /// offsets are fixed before the GIL is released (a `bytearray` cannot be resized
+    /// while it is exported), so nothing is read out of bounds.
+    InPlace,
+}
+
 /// Reads one bytes-like object; `what` names it in errors. (A `Chain` is not
 /// bytes-like: pass `bytes(chain)`; only chain arguments take one, `chain_source`.)
 pub fn source<'py>(obj: &Bound<'py, PyAny>, what: &dyn Fn() -> String) -> PyResult<Source<'py>> {
+    source_with(obj, what, Writable::Copy)
+}
+
+/// [`source`], writable memory read as `writable` says.
+pub fn source_with<'py>(
+    obj: &Bound<'py, PyAny>,
+    what: &dyn Fn() -> String,
+    writable: Writable,
+) -> PyResult<Source<'py>> {
     if let Ok(b) = obj.cast::<PyBytes>() {
         return Ok(Source::Bytes(b.clone()));
     }
-    if let Ok(b) = obj.cast::<PyByteArray>() {
-        return Ok(Source::Owned(b.to_vec()));
+    if writable == Writable::Copy {
+        if let Ok(b) = obj.cast::<PyByteArray>() {
+            return Ok(Source::Owned(b.to_vec()));
+        }
     }
     let array = match obj.cast::<PyUntypedArray>() {
         Ok(a) => {
@@ -140,10 +164,12 @@ pub fn source<'py>(obj: &Bound<'py, PyAny>, what: &dyn Fn() -> String) -> PyResu
         .and_then(|a| Ok(a.cast_into::<numpy::PyArray1<u8>>()?))
         .map_err(|_| input(format!("{}: cannot read dtype {} as bytes", what(), dtype_name(&array))))?;
     let writeable: bool = flat.getattr("flags")?.getattr("writeable")?.extract()?;
-    if writeable {
+    if writeable && writable == Writable::Copy {
         Ok(Source::Owned(flat.to_vec().map_err(|e| input(format!("{}: {e}", what())))?))
     } else {
-        Ok(Source::Array(flat.readonly()))
+        // rust-numpy's borrow flags keep Rust code from writing to it meanwhile (an `out=`
+        // array that is this one is refused); Python writers are what `Writable` says.
+        Ok(Source::Array(flat.try_readonly().map_err(|e| input(format!("{}: {e}", what())))?))
     }
 }
 
@@ -156,34 +182,90 @@ fn dtype_name(array: &Bound<'_, PyUntypedArray>) -> String {
     array.getattr("dtype").and_then(|d| d.str()).map(|s| s.to_string()).unwrap_or_else(|_| "?".into())
 }
 
-/// A batch: either one source per item, or one source cut by offsets.
+/// A batch: one source per item, one source cut by offsets, or one source of
+/// fixed-width items.
 pub struct Batch<'py> {
     sources: Vec<Source<'py>>,
-    cuts: Option<Vec<(usize, usize)>>,
+    layout: Layout<'py>,
+}
+
+enum Layout<'py> {
+    Items,
+    /// Offsets checked by `hash::Cut::new` when the batch was made.
+    Offsets(Offsets<'py>),
+    Fixed(usize),
+}
+
+/// Offsets read in place (a read-only, C-contiguous int64 array) or copied once (any
+/// other integer array, a writable one included: offsets that changed after they were
+/// checked could cut out of bounds).
+enum Offsets<'py> {
+    Borrowed(PyReadonlyArray1<'py, i64>),
+    Owned(Vec<i64>),
+}
+
+impl Offsets<'_> {
+    fn as_slice(&self) -> &[i64] {
+        match self {
+            // Only C-contiguous arrays are borrowed, so `as_slice` succeeds.
+            Offsets::Borrowed(a) => a.as_slice().unwrap_or(&[0]),
+            Offsets::Owned(v) => v,
+        }
+    }
+}
+
+/// A batch's messages as the hashing functions read them.
+pub enum Messages<'a> {
+    /// A list's items.
+    Slices(Vec<&'a [u8]>),
+    /// One buffer cut by offsets, read in place.
+    Cut(hopgate_core::hash::Cut<'a>),
 }
 
 impl Batch<'_> {
     /// One slice per item.
     pub fn slices(&self) -> Vec<&[u8]> {
-        match &self.cuts {
-            None => self.sources.iter().map(Source::as_slice).collect(),
-            Some(cuts) => {
+        let all = || self.sources.first().map(Source::as_slice).unwrap_or(&[]);
+        match &self.layout {
+            Layout::Items => self.sources.iter().map(Source::as_slice).collect(),
+            // Checked when the batch was made: every cut lies in the buffer.
+            Layout::Offsets(offs) => offs.as_slice().windows(2).map(|w| &all()[w[0] as usize..w[1] as usize]).collect(),
+            Layout::Fixed(width) => all().chunks_exact(*width).collect(),
+        }
+    }
+
+    /// The messages, without a slice per item when the batch is one buffer.
+    pub fn messages(&self) -> Messages<'_> {
+        match &self.layout {
+            Layout::Offsets(offs) => {
                 let all = self.sources.first().map(Source::as_slice).unwrap_or(&[]);
-                cuts.iter().map(|&(a, b)| &all[a..b]).collect()
+                // Checked when the batch was made, against these very bytes.
+                match hopgate_core::hash::Cut::new(all, offs.as_slice()) {
+                    Ok(cut) => Messages::Cut(cut),
+                    Err(_) => Messages::Slices(Vec::new()),
+                }
             }
+            _ => Messages::Slices(self.slices()),
         }
     }
 
     /// Number of items.
     pub fn len(&self) -> usize {
-        self.cuts.as_ref().map_or(self.sources.len(), Vec::len)
+        match &self.layout {
+            Layout::Items => self.sources.len(),
+            Layout::Offsets(offs) => offs.as_slice().len() - 1,
+            Layout::Fixed(width) => self.sources.first().map_or(0, |s| s.as_slice().len() / width),
+        }
     }
 }
 
 /// How one item of a list is read: [`source`], or `chain::chain_source` for chains.
 pub type Read = for<'py> fn(&Bound<'py, PyAny>, &dyn Fn() -> String) -> PyResult<Source<'py>>;
 
-fn items<'py>(obj: &Bound<'py, PyAny>, name: &str, read: Read) -> PyResult<Vec<Source<'py>>> {
+/// [`Read`] as a closure (for a reader that captures how writable memory is read).
+type ReadItem<'r, 'py> = &'r dyn Fn(&Bound<'py, PyAny>, &dyn Fn() -> String) -> PyResult<Source<'py>>;
+
+fn items<'py>(obj: &Bound<'py, PyAny>, name: &str, read: ReadItem<'_, 'py>) -> PyResult<Vec<Source<'py>>> {
     if is_buffer(obj)? {
         return Err(input(format!(
             "{name}: expected a list of bytes-like objects (one buffer needs `offsets`), got {}",
@@ -203,6 +285,17 @@ pub fn variable<'py>(obj: &Bound<'py, PyAny>, offsets: Option<&Bound<'py, PyAny>
     variable_with(obj, offsets, name, source)
 }
 
+/// [`variable`] for the hashing functions: one writable buffer cut by offsets is read
+/// in place ([`Writable::InPlace`]). The items of a list are read as [`source`] reads
+/// them: each is a Python object anyway, and a small copy costs less than a view.
+pub fn variable_in_place<'py>(
+    obj: &Bound<'py, PyAny>,
+    offsets: Option<&Bound<'py, PyAny>>,
+    name: &str,
+) -> PyResult<Batch<'py>> {
+    batch(obj, offsets, name, &|o, what| source(o, what), Writable::InPlace)
+}
+
 /// [`variable`] with list items read by `read`.
 pub fn variable_with<'py>(
     obj: &Bound<'py, PyAny>,
@@ -210,35 +303,44 @@ pub fn variable_with<'py>(
     name: &str,
     read: Read,
 ) -> PyResult<Batch<'py>> {
+    batch(obj, offsets, name, &|o, what| read(o, what), Writable::Copy)
+}
+
+fn batch<'py>(
+    obj: &Bound<'py, PyAny>,
+    offsets: Option<&Bound<'py, PyAny>>,
+    name: &str,
+    read: ReadItem<'_, 'py>,
+    writable: Writable,
+) -> PyResult<Batch<'py>> {
     let Some(offsets) = offsets else {
-        return Ok(Batch { sources: items(obj, name, read)?, cuts: None });
+        return Ok(Batch { sources: items(obj, name, read)?, layout: Layout::Items });
     };
-    let data = source(obj, &|| name.to_string())?;
-    let len = data.as_slice().len();
-    let offs = offsets_vec(offsets)?;
-    let cuts = check_offsets(&offs, len)?;
-    Ok(Batch { sources: vec![data], cuts: Some(cuts) })
+    let data = source_with(obj, &|| name.to_string(), writable)?;
+    let offs = read_offsets(offsets)?;
+    hopgate_core::hash::Cut::new(data.as_slice(), offs.as_slice()).map_err(|e| input(e.to_string()))?;
+    Ok(Batch { sources: vec![data], layout: Layout::Offsets(offs) })
 }
 
 /// A batch of fixed-width items (signatures, keys): a list, or one buffer of
 /// `n * width` bytes (e.g. a numpy `(n, width)` uint8 array).
 pub fn fixed<'py>(obj: &Bound<'py, PyAny>, width: usize, name: &str) -> PyResult<Batch<'py>> {
     if !is_buffer(obj)? {
-        return Ok(Batch { sources: items(obj, name, source)?, cuts: None });
+        return Ok(Batch { sources: items(obj, name, &|o, what| source(o, what))?, layout: Layout::Items });
     }
     let data = source(obj, &|| name.to_string())?;
     let len = data.as_slice().len();
     if len % width != 0 {
         return Err(input(format!("{name}: a buffer of {len} bytes is not a whole number of {width}-byte items")));
     }
-    let cuts = (0..len / width).map(|i| (i * width, (i + 1) * width)).collect();
-    Ok(Batch { sources: vec![data], cuts: Some(cuts) })
+    Ok(Batch { sources: vec![data], layout: Layout::Fixed(width) })
 }
 
-/// Offsets as `i64`, copied (they are small): a 1-D array of any integer dtype, or
-/// anything `numpy.asarray` makes one of (a list of ints). Strided arrays are fine.
-/// A `uint64` offset beyond `i64::MAX` is kept as `i64::MAX`: past any buffer's end.
-fn offsets_vec(obj: &Bound<'_, PyAny>) -> PyResult<Vec<i64>> {
+/// Offsets as `i64`: a read-only C-contiguous int64 array borrowed; a 1-D array of any
+/// other integer dtype, or anything `numpy.asarray` makes one of (a list of ints), copied
+/// once. Strided arrays are fine. A `uint64` offset beyond `i64::MAX` is kept as
+/// `i64::MAX`: past any buffer's end.
+fn read_offsets<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Offsets<'py>> {
     static ASARRAY: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
     let array = match obj.cast::<PyUntypedArray>() {
         Ok(a) => a.clone(),
@@ -260,44 +362,22 @@ fn offsets_vec(obj: &Bound<'_, PyAny>) -> PyResult<Vec<i64>> {
         return Err(input(format!("offsets: must be integers, got dtype {}", dtype_name(&array))));
     }
     let read = |e: numpy::BorrowError| input(format!("offsets: {e}"));
+    if let Ok(a) = array.cast::<numpy::PyArray1<i64>>() {
+        let writeable: bool = a.getattr("flags")?.getattr("writeable")?.extract()?;
+        let borrowed = a.try_readonly().map_err(read)?;
+        if !writeable && a.is_c_contiguous() {
+            return Ok(Offsets::Borrowed(borrowed));
+        }
+        return Ok(Offsets::Owned(borrowed.as_array().to_vec()));
+    }
     if let Ok(a) = array.cast::<numpy::PyArray1<u64>>() {
-        return Ok(a
-            .try_readonly()
-            .map_err(read)?
-            .as_array()
-            .iter()
-            .map(|&v| i64::try_from(v).unwrap_or(i64::MAX))
-            .collect());
+        let values = a.try_readonly().map_err(read)?;
+        return Ok(Offsets::Owned(values.as_array().iter().map(|&v| i64::try_from(v).unwrap_or(i64::MAX)).collect()));
     }
     // Every other integer dtype fits in int64 exactly.
     let wide = array.call_method1("astype", ("int64",))?.cast_into::<numpy::PyArray1<i64>>()?;
     let wide = wide.try_readonly().map_err(read)?;
-    Ok(wide.as_array().to_vec())
-}
-
-/// Validates Arrow offsets against a buffer of `len` bytes.
-fn check_offsets(offs: &[i64], len: usize) -> PyResult<Vec<(usize, usize)>> {
-    let Some(&first) = offs.first() else {
-        return Err(input("offsets: need at least one entry (n + 1 offsets for n items)"));
-    };
-    if first < 0 {
-        return Err(input(format!("offsets[0] = {first} is negative")));
-    }
-    let mut cuts = Vec::with_capacity(offs.len() - 1);
-    for (i, w) in offs.windows(2).enumerate() {
-        let (a, b) = (w[0], w[1]);
-        if b < a {
-            return Err(input(format!("offsets[{}] = {b} is less than offsets[{i}] = {a}", i + 1)));
-        }
-        if b as u64 > len as u64 {
-            return Err(input(format!("offsets[{}] = {b} is past the end of the {len}-byte buffer", i + 1)));
-        }
-        cuts.push((a as usize, b as usize));
-    }
-    if first as u64 > len as u64 {
-        return Err(input(format!("offsets[0] = {first} is past the end of the {len}-byte buffer")));
-    }
-    Ok(cuts)
+    Ok(Offsets::Owned(wide.as_array().to_vec()))
 }
 
 /// Reads a set of fixed-width byte strings (trusted keys, revocation ids).

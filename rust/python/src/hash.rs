@@ -1,22 +1,23 @@
 //! Hashing: `blake3_many`, `sha256_many`, `mac_many` (BLAKE3 keyed mode), the
 //! one-input `blake3` (optionally on several threads), and `hash_backend`.
 //!
-//! Inputs go through `batch` (one bytes-like object: `convert::source`; a batch:
-//! `convert::variable`), so hashing borrows and copies exactly what every other
-//! binding does: immutable and read-only memory is borrowed and may be read with
-//! the GIL released; writable memory was copied under the GIL before we get here.
+//! Inputs go through `convert` (one bytes-like object: `convert::source`; a batch:
+//! `convert::variable_in_place`): immutable and read-only memory is borrowed, as
+//! everywhere; a batch's writable memory is read in place too (a copy would cost what
+//! the hash does), as `convert::Writable::InPlace` states.
 //! The hashing itself, its threading and its lane engine belong to
 //! `hopgate_core::hash`.
 
 use std::num::NonZeroUsize;
 
+use hopgate_core::hash::{self, Messages as _};
 use hopgate_macros::guarded;
-use numpy::{PyArray1, PyArray2, PyArrayMethods};
+use numpy::{PyArray2, PyArrayMethods, PyUntypedArrayMethods};
 use pyo3::exceptions::{PyOverflowError, PyTypeError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes};
 
-use crate::convert;
+use crate::convert::{self, Messages};
 use crate::errors::input;
 
 /// Below this many bytes the GIL stays held: releasing it costs more than hashing.
@@ -25,69 +26,127 @@ const DETACH_BYTES: usize = 16 * 1024;
 /// BLAKE3 key length (keyed mode).
 const KEY_LEN: usize = 32;
 
-/// Runs `f` over the batch, GIL released above `DETACH_BYTES`, and returns the
-/// digests as an `(n, 32)` array.
+/// Which digest of each message.
+#[derive(Clone, Copy)]
+enum Digest {
+    Blake3,
+    Sha256,
+    Mac([u8; KEY_LEN]),
+}
+
+impl Digest {
+    fn run<M: hash::Messages + ?Sized>(self, msgs: &M, out: &mut [[u8; 32]]) {
+        match self {
+            Digest::Blake3 => hash::blake3_many(msgs, out),
+            Digest::Sha256 => hash::sha256_many(msgs, out),
+            Digest::Mac(key) => hash::mac_many(&key, msgs, out),
+        }
+    }
+}
+
+/// The digests of the batch in an `(n, 32)` uint8 array: `out` when given (written in
+/// place, and returned), else a new one; the GIL released above `DETACH_BYTES`.
 ///
-/// The slices handed to `f` borrow either `bytes` objects, read-only numpy views
-/// (kept borrowed by `batch` for the whole call), or copies `batch` owns, so no
-/// Python code can change them while `f` runs without the GIL.
+/// The data is read where it is, writable memory included (`convert::Writable::InPlace`):
+/// a buffer plus offsets is hashed with no per-message slice built (`hash::Cut`), and
+/// the digests are written straight into the array.
 fn many<'py>(
     py: Python<'py>,
     data: &Bound<'py, PyAny>,
     offsets: Option<&Bound<'py, PyAny>>,
-    f: impl Fn(&[&[u8]], &mut [[u8; 32]]) + Sync,
+    out: Option<&Bound<'py, PyAny>>,
+    digest: Digest,
 ) -> PyResult<Bound<'py, PyArray2<u8>>> {
-    let batch = convert::variable(data, offsets, "data")?;
-    let slices = batch.slices();
-    let mut out = vec![[0u8; 32]; slices.len()];
-    let total: usize = slices.iter().map(|s| s.len()).sum();
-    if total >= DETACH_BYTES {
-        py.detach(|| f(&slices, &mut out));
-    } else {
-        f(&slices, &mut out);
+    let batch = convert::variable_in_place(data, offsets, "data")?;
+    let n = batch.len();
+    let array = match out {
+        Some(out) => out_array(out, n)?,
+        None => PyArray2::<u8>::zeros(py, [n, 32], false),
+    };
+    {
+        // A borrow the numpy borrow flags know of: `out` cannot be the data's array.
+        let mut rows = array
+            .try_readwrite()
+            .map_err(|e| input(format!("out: cannot be written while it is read as data ({e})")))?;
+        let bytes = rows.as_slice_mut().map_err(|e| input(format!("out: {e}")))?;
+        let (digests, _) = bytes.as_chunks_mut::<32>();
+        let msgs = batch.messages();
+        let total = match &msgs {
+            Messages::Slices(s) => s.iter().map(|m| m.len()).sum::<usize>(),
+            Messages::Cut(c) => (0..c.count()).map(|i| c.message(i).len()).sum::<usize>(),
+        };
+        let work = |digests: &mut [[u8; 32]]| match &msgs {
+            Messages::Slices(s) => digest.run(s, digests),
+            Messages::Cut(c) => digest.run(c, digests),
+        };
+        if total >= DETACH_BYTES {
+            py.detach(|| work(digests));
+        } else {
+            work(digests);
+        }
     }
-    let n = out.len();
-    // `into_flattened` reuses the allocation: no second copy of the n * 32 digests.
-    PyArray1::from_vec(py, out.into_flattened()).reshape([n, 32])
+    Ok(array)
 }
 
-/// BLAKE3 of each message; returns an `(n, 32)` uint8 array.
+/// `out=`: a writable, C-contiguous `(n, 32)` uint8 numpy array.
+fn out_array<'py>(out: &Bound<'py, PyAny>, n: usize) -> PyResult<Bound<'py, PyArray2<u8>>> {
+    let array = out.cast::<PyArray2<u8>>().map_err(|_| {
+        input(format!("out: expected a numpy uint8 array of shape ({n}, 32), got {}", convert::type_name(out)))
+    })?;
+    if array.shape() != [n, 32] {
+        return Err(input(format!("out: expected shape ({n}, 32), got {:?}", array.shape())));
+    }
+    if !array.is_c_contiguous() {
+        return Err(input("out: must be C-contiguous"));
+    }
+    let writeable: bool = array.getattr("flags")?.getattr("writeable")?.extract()?;
+    if !writeable {
+        return Err(input("out: must be writable"));
+    }
+    Ok(array.clone())
+}
+
+/// BLAKE3 of each message; returns an `(n, 32)` uint8 array (`out`, when given).
 #[guarded]
 #[pyfunction]
-#[pyo3(signature = (data, offsets = None))]
+#[pyo3(signature = (data, offsets = None, *, out = None))]
 pub fn blake3_many<'py>(
     py: Python<'py>,
     data: &Bound<'py, PyAny>,
     offsets: Option<&Bound<'py, PyAny>>,
+    out: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyArray2<u8>>> {
-    many(py, data, offsets, hopgate_core::hash::blake3_many)
+    many(py, data, offsets, out, Digest::Blake3)
 }
 
-/// SHA-256 of each message; returns an `(n, 32)` uint8 array.
+/// SHA-256 of each message; returns an `(n, 32)` uint8 array (`out`, when given).
 #[guarded]
 #[pyfunction]
-#[pyo3(signature = (data, offsets = None))]
+#[pyo3(signature = (data, offsets = None, *, out = None))]
 pub fn sha256_many<'py>(
     py: Python<'py>,
     data: &Bound<'py, PyAny>,
     offsets: Option<&Bound<'py, PyAny>>,
+    out: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyArray2<u8>>> {
-    many(py, data, offsets, hopgate_core::hash::sha256_many)
+    many(py, data, offsets, out, Digest::Sha256)
 }
 
 /// BLAKE3 keyed hash (a MAC) of each message under one 32-byte `key`; returns an
-/// `(n, 32)` uint8 array. `data` and `offsets` are as for `blake3_many`.
+/// `(n, 32)` uint8 array (`out`, when given). `data` and `offsets` are as for
+/// `blake3_many`.
 #[guarded]
 #[pyfunction]
-#[pyo3(signature = (key, data, offsets = None))]
+#[pyo3(signature = (key, data, offsets = None, *, out = None))]
 pub fn mac_many<'py>(
     py: Python<'py>,
     key: &Bound<'py, PyAny>,
     data: &Bound<'py, PyAny>,
     offsets: Option<&Bound<'py, PyAny>>,
+    out: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyArray2<u8>>> {
     let key = convert::array::<KEY_LEN>(key, &|| "key".into())?;
-    many(py, data, offsets, |msgs, out| hopgate_core::hash::mac_many(&key, msgs, out))
+    many(py, data, offsets, out, Digest::Mac(key))
 }
 
 /// BLAKE3 of one bytes-like input, as 32 bytes. `threads`: `None` lets the core

@@ -69,11 +69,119 @@ const TASKS_PER_THREAD: usize = 8;
 /// The fewest lane groups a rayon task gets, so that a task costs microseconds.
 const MIN_GROUPS_PER_TASK: usize = 16;
 
+/// Many messages, read by index: a slice of slices, or one buffer cut by offsets
+/// ([`Cut`]), so that a batch that arrives as one buffer is hashed without a slice per
+/// message being built first.
+pub trait Messages: Sync {
+    /// How many messages.
+    fn count(&self) -> usize;
+    /// Message `i` (`i < count()`).
+    fn message(&self, i: usize) -> &[u8];
+}
+
+impl Messages for [&[u8]] {
+    #[inline(always)]
+    fn count(&self) -> usize {
+        self.len()
+    }
+    #[inline(always)]
+    fn message(&self, i: usize) -> &[u8] {
+        self[i]
+    }
+}
+
+impl Messages for Vec<&[u8]> {
+    #[inline(always)]
+    fn count(&self) -> usize {
+        self.len()
+    }
+    #[inline(always)]
+    fn message(&self, i: usize) -> &[u8] {
+        self[i]
+    }
+}
+
+/// One buffer cut by offsets, Arrow's layout: message `i` is `data[offsets[i]..offsets[i + 1]]`
+/// (n + 1 offsets for n messages), the offsets read where they are.
+#[derive(Clone, Copy, Debug)]
+pub struct Cut<'a> {
+    data: &'a [u8],
+    offsets: &'a [i64],
+}
+
+/// Offsets that do not cut their buffer (the first wrong one).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum OffsetError {
+    /// No offsets at all (n messages need n + 1).
+    #[error("offsets: need at least one entry (n + 1 offsets for n items)")]
+    Empty,
+    /// The first offset is negative.
+    #[error("offsets[0] = {0} is negative")]
+    Negative(i64),
+    /// `offsets[index]` is below the one before it.
+    #[error("offsets[{index}] = {value} is less than offsets[{}] = {previous}", index - 1)]
+    Decreasing {
+        /// Its place.
+        index: usize,
+        /// Its value.
+        value: i64,
+        /// The offset before it.
+        previous: i64,
+    },
+    /// `offsets[index]` is past the end of the buffer.
+    #[error("offsets[{index}] = {value} is past the end of the {len}-byte buffer")]
+    PastEnd {
+        /// Its place.
+        index: usize,
+        /// Its value.
+        value: i64,
+        /// The buffer's length.
+        len: usize,
+    },
+}
+
+impl<'a> Cut<'a> {
+    /// `data` cut by `offsets`: non-decreasing, non-negative, none past the end.
+    pub fn new(data: &'a [u8], offsets: &'a [i64]) -> Result<Self, OffsetError> {
+        let &first = offsets.first().ok_or(OffsetError::Empty)?;
+        if first < 0 {
+            return Err(OffsetError::Negative(first));
+        }
+        let len = data.len();
+        let mut previous = first;
+        for (index, &value) in offsets.iter().enumerate().skip(1) {
+            if value < previous {
+                return Err(OffsetError::Decreasing { index, value, previous });
+            }
+            if value as u64 > len as u64 {
+                return Err(OffsetError::PastEnd { index, value, len });
+            }
+            previous = value;
+        }
+        if first as u64 > len as u64 {
+            return Err(OffsetError::PastEnd { index: 0, value: first, len });
+        }
+        Ok(Cut { data, offsets })
+    }
+}
+
+impl Messages for Cut<'_> {
+    #[inline(always)]
+    fn count(&self) -> usize {
+        self.offsets.len() - 1
+    }
+    #[inline(always)]
+    fn message(&self, i: usize) -> &[u8] {
+        // In range and ordered: `new` checked every offset.
+        &self.data[self.offsets[i] as usize..self.offsets[i + 1] as usize]
+    }
+}
+
 /// `out[i] = BLAKE3(msgs[i])`.
 ///
 /// # Panics
 /// If `msgs` and `out` differ in length.
-pub fn blake3_many(msgs: &[&[u8]], out: &mut [[u8; 32]]) {
+pub fn blake3_many<M: Messages + ?Sized>(msgs: &M, out: &mut [[u8; 32]]) {
     hash_many(engine(), None, msgs, out);
 }
 
@@ -81,7 +189,7 @@ pub fn blake3_many(msgs: &[&[u8]], out: &mut [[u8; 32]]) {
 ///
 /// # Panics
 /// If `msgs` and `out` differ in length.
-pub fn mac_many(key: &[u8; 32], msgs: &[&[u8]], out: &mut [[u8; 32]]) {
+pub fn mac_many<M: Messages + ?Sized>(key: &[u8; 32], msgs: &M, out: &mut [[u8; 32]]) {
     hash_many(engine(), Some(key), msgs, out);
 }
 
@@ -90,14 +198,15 @@ pub fn mac_many(key: &[u8; 32], msgs: &[&[u8]], out: &mut [[u8; 32]]) {
 ///
 /// # Panics
 /// If `msgs` and `out` differ in length.
-pub fn sha256_many(msgs: &[&[u8]], out: &mut [[u8; 32]]) {
-    assert_eq!(msgs.len(), out.len(), "one output row per message");
-    let total = msgs.iter().fold(0usize, |t, m| t.saturating_add(m.len()));
-    let digest = |(o, m): (&mut [u8; 32], &&[u8])| *o = Sha256::digest(m).into();
-    if total >= SHA256_PARALLEL_BYTES && msgs.len() > 1 {
-        out.par_iter_mut().zip(msgs.par_iter()).with_min_len(64).for_each(digest);
+pub fn sha256_many<M: Messages + ?Sized>(msgs: &M, out: &mut [[u8; 32]]) {
+    let n = msgs.count();
+    assert_eq!(n, out.len(), "one output row per message");
+    let total = (0..n).fold(0usize, |t, i| t.saturating_add(msgs.message(i).len()));
+    let digest = |(i, o): (usize, &mut [u8; 32])| *o = Sha256::digest(msgs.message(i)).into();
+    if total >= SHA256_PARALLEL_BYTES && n > 1 {
+        out.par_iter_mut().enumerate().with_min_len(64).for_each(digest);
     } else {
-        out.iter_mut().zip(msgs).for_each(digest);
+        out.iter_mut().enumerate().for_each(digest);
     }
 }
 
@@ -137,7 +246,7 @@ pub fn available_backends() -> Vec<(&'static str, usize)> {
 /// If the name is unknown or the CPU cannot run that engine, or if `msgs` and
 /// `out` differ in length.
 #[doc(hidden)]
-pub fn blake3_many_with(backend: &str, key: Option<&[u8; 32]>, msgs: &[&[u8]], out: &mut [[u8; 32]]) {
+pub fn blake3_many_with<M: Messages + ?Sized>(backend: &str, key: Option<&[u8; 32]>, msgs: &M, out: &mut [[u8; 32]]) {
     let engine = Kind::parse(backend)
         .and_then(Engine::new)
         .unwrap_or_else(|| panic!("hash backend {backend:?} is unknown or not on this CPU"));
@@ -163,29 +272,29 @@ fn key_words(key: &[u8; 32]) -> [u32; 8] {
 }
 
 /// Whole messages of at most one chunk, in message order.
-struct Whole<'a> {
-    msgs: &'a [&'a [u8]],
+struct Whole<'a, M: ?Sized> {
+    msgs: &'a M,
     flags: u32,
 }
 
-impl Jobs for Whole<'_> {
+impl<M: Messages + ?Sized> Jobs for Whole<'_, M> {
     #[inline(always)]
     fn job(&self, k: usize) -> Job<'_> {
-        root_chunk(self.msgs[k], self.flags)
+        root_chunk(self.msgs.message(k), self.flags)
     }
 }
 
 /// Whole messages of at most one chunk, in the order `order` gives.
-struct Sorted<'a> {
-    msgs: &'a [&'a [u8]],
+struct Sorted<'a, M: ?Sized> {
+    msgs: &'a M,
     order: &'a [u32],
     flags: u32,
 }
 
-impl Jobs for Sorted<'_> {
+impl<M: Messages + ?Sized> Jobs for Sorted<'_, M> {
     #[inline(always)]
     fn job(&self, k: usize) -> Job<'_> {
-        root_chunk(self.msgs[self.order[k] as usize], self.flags)
+        root_chunk(self.msgs.message(self.order[k] as usize), self.flags)
     }
 }
 
@@ -196,18 +305,18 @@ fn root_chunk(data: &[u8], flags: u32) -> Job<'_> {
 
 /// The chunks of longer messages: `order[k] = (j, chunk index)` for message
 /// `mids[j]`.
-struct Chunks<'a> {
-    msgs: &'a [&'a [u8]],
+struct Chunks<'a, M: ?Sized> {
+    msgs: &'a M,
     mids: &'a [u32],
     order: &'a [(u32, u32)],
     flags: u32,
 }
 
-impl Jobs for Chunks<'_> {
+impl<M: Messages + ?Sized> Jobs for Chunks<'_, M> {
     #[inline(always)]
     fn job(&self, k: usize) -> Job<'_> {
         let (j, c) = self.order[k];
-        let msg = self.msgs[self.mids[j as usize] as usize];
+        let msg = self.msgs.message(self.mids[j as usize] as usize);
         let start = c as usize * CHUNK_LEN;
         let data = &msg[start..msg.len().min(start + CHUNK_LEN)];
         Job { data, counter: c.into(), flags: self.flags, first: CHUNK_START, last: CHUNK_END }
@@ -255,30 +364,57 @@ fn work_of(len: usize) -> usize {
     len.max(BLOCK_LEN)
 }
 
-/// [`blake3_many`] and [`mac_many`] on `engine`.
-fn hash_many(engine: Engine, key: Option<&[u8; 32]>, msgs: &[&[u8]], out: &mut [[u8; 32]]) {
-    assert_eq!(msgs.len(), out.len(), "one output row per message");
-    // Scratch indexes messages, chunks and chaining values (at most 16 per
-    // message) with `u32`: a larger batch goes in parts.
-    const MAX_PART: usize = 1 << 26;
-    if msgs.len() > MAX_PART {
-        for (m, o) in msgs.chunks(MAX_PART).zip(out.chunks_mut(MAX_PART)) {
-            hash_many(engine, key, m, o);
-        }
-        return;
+/// Scratch indexes messages, chunks and chaining values (at most 16 per message)
+/// with `u32`: a larger batch goes in parts of this many messages.
+const MAX_PART: usize = 1 << 26;
+
+/// Messages `start..start + count` of a batch, as a batch of their own.
+struct Part<'a, M: ?Sized> {
+    msgs: &'a M,
+    start: usize,
+    count: usize,
+}
+
+impl<M: Messages + ?Sized> Messages for Part<'_, M> {
+    #[inline(always)]
+    fn count(&self) -> usize {
+        self.count
     }
+    #[inline(always)]
+    fn message(&self, i: usize) -> &[u8] {
+        self.msgs.message(self.start + i)
+    }
+}
+
+/// [`blake3_many`] and [`mac_many`] on `engine`.
+fn hash_many<M: Messages + ?Sized>(engine: Engine, key: Option<&[u8; 32]>, msgs: &M, out: &mut [[u8; 32]]) {
+    let n = msgs.count();
+    assert_eq!(n, out.len(), "one output row per message");
+    if n > MAX_PART {
+        for (p, o) in out.chunks_mut(MAX_PART).enumerate() {
+            hash_part(engine, key, &Part { msgs, start: p * MAX_PART, count: o.len() }, o);
+        }
+    } else {
+        hash_part(engine, key, msgs, out);
+    }
+}
+
+/// [`hash_many`] of at most `MAX_PART` messages.
+fn hash_part<M: Messages + ?Sized>(engine: Engine, key: Option<&[u8; 32]>, msgs: &M, out: &mut [[u8; 32]]) {
+    let n = msgs.count();
     let (words, flags) = match key {
         Some(key) => (key_words(key), KEYED_HASH),
         None => (IV, 0),
     };
     // The common batch first: all messages of one chunk and the same block count
     // need no ordering and no scratch.
-    let first_blocks = msgs.first().map_or(0, |m| blocks(m.len()));
+    let first_blocks = if n > 0 { blocks(msgs.message(0).len()) } else { 0 };
     let mut uniform = true;
     let mut work = 0usize;
-    for m in msgs {
-        uniform &= m.len() <= CHUNK_LEN && blocks(m.len()) == first_blocks;
-        work = work.saturating_add(work_of(m.len()));
+    for i in 0..n {
+        let len = msgs.message(i).len();
+        uniform &= len <= CHUNK_LEN && blocks(len) == first_blocks;
+        work = work.saturating_add(work_of(len));
     }
     if uniform {
         run(engine, &words, &Whole { msgs, flags }, out, work);
@@ -291,8 +427,8 @@ fn hash_many(engine: Engine, key: Option<&[u8; 32]>, msgs: &[&[u8]], out: &mut [
     let (mut small_work, mut mid_work) = (0usize, 0usize);
     let mut mids: Vec<u32> = Vec::new();
     let mut bigs: Vec<u32> = Vec::new();
-    for (i, m) in msgs.iter().enumerate() {
-        let len = m.len();
+    for i in 0..n {
+        let len = msgs.message(i).len();
         if len <= CHUNK_LEN {
             small_at[blocks(len)] += 1;
             small_work = small_work.saturating_add(work_of(len));
@@ -311,9 +447,10 @@ fn hash_many(engine: Engine, key: Option<&[u8; 32]>, msgs: &[&[u8]], out: &mut [
 
     if smalls > 0 {
         let mut order = vec![0u32; smalls];
-        for (i, m) in msgs.iter().enumerate() {
-            if m.len() <= CHUNK_LEN {
-                let slot = &mut small_at[blocks(m.len())];
+        for i in 0..n {
+            let len = msgs.message(i).len();
+            if len <= CHUNK_LEN {
+                let slot = &mut small_at[blocks(len)];
                 order[*slot] = i as u32;
                 *slot += 1;
             }
@@ -330,8 +467,8 @@ fn hash_many(engine: Engine, key: Option<&[u8; 32]>, msgs: &[&[u8]], out: &mut [
     }
 
     if !bigs.is_empty() {
-        let hash = |&i: &u32| one_input(key, msgs[i as usize], None);
-        let big_work = bigs.iter().fold(0usize, |w, &i| w.saturating_add(msgs[i as usize].len()));
+        let hash = |&i: &u32| one_input(key, msgs.message(i as usize), None);
+        let big_work = bigs.iter().fold(0usize, |w, &i| w.saturating_add(msgs.message(i as usize).len()));
         let digests: Vec<[u8; 32]> = if big_work >= PARALLEL_BYTES && bigs.len() > 1 {
             bigs.par_iter().map(hash).collect()
         } else {
@@ -358,11 +495,11 @@ fn exclusive_prefix(counts: &mut [usize; 17]) -> usize {
 /// job (ordered by block count through `chunk_at`, bucket starts), then parents
 /// level by level, the roots written to `out`.
 #[allow(clippy::too_many_arguments)]
-fn hash_trees(
+fn hash_trees<M: Messages + ?Sized>(
     engine: Engine,
     words: &[u32; 8],
     flags: u32,
-    msgs: &[&[u8]],
+    msgs: &M,
     mids: &[u32],
     chunks: usize,
     chunk_at: &mut [usize; 17],
@@ -375,7 +512,7 @@ fn hash_trees(
     let mut order = vec![(0u32, 0u32); chunks];
     let mut at = 0usize;
     for (j, &i) in mids.iter().enumerate() {
-        let len = msgs[i as usize].len();
+        let len = msgs.message(i as usize).len();
         let n = len.div_ceil(CHUNK_LEN);
         base.push(at);
         count.push(n);
