@@ -248,6 +248,49 @@ def bench_hdp(quick: bool) -> list[dict[str, Any]]:
         rows.append(dict(bench="hdp", case=f"verify_chains, {n} records of {hops} hop{'s' if hops > 1 else ''}",
                          native_us=best(partial(hh.verify_chains, records, public), reps) / n * 1e6,
                          peers_us={"hdp-langchain verify_chain loop": best(theirs, reps) / n * 1e6}))
+def bench_aip(quick: bool) -> list[dict[str, Any]]:
+    """AIP JWT chains: ``hopgate.aip.verify_batch`` of 1,024 chains (1 and 3 links, a fresh
+    root and holder key per chain, minted by the package) against a loop over the package's
+    ``aip_token.jwt_chain.JwtChain.verify``, and one ``JwtChain.verify`` against the package's."""
+    from aip_core.crypto import KeyPair  # type: ignore[import-untyped]
+    from aip_token.jwt_chain import JwtChain as TheirChain  # type: ignore[import-untyped]
+
+    import hopgate.aip as aip
+
+    n = 128 if quick else 1024
+    now = int(time.time())
+    rows: list[dict[str, Any]] = []
+    for links in (1, 3):
+        tokens, roots = [], []
+        for _ in range(n):
+            keys = [KeyPair.generate() for _ in range(links + 1)]
+            chain = TheirChain.create_root(
+                issuer="aip:root", delegate="aip:agent-0", tools=["search:*", "mail:send"], max_depth=links,
+                ttl_seconds=3600, issuer_keypair=keys[0], holder_public_key=keys[1].public_key_bytes(),
+                budget_cents=10_000, now=now,
+            )
+            for i in range(1, links):
+                chain = chain.append(holder_keypair=keys[i], delegate=f"aip:agent-{i}",
+                                     next_holder_public_key=keys[i + 1].public_key_bytes(),
+                                     context="research the market", tools=["search:*"], budget_cents=5_000, now=now)
+            tokens.append(chain.serialize())
+            roots.append(keys[0].public_key_bytes())
+        results = aip.verify_batch(tokens, roots, now=now)
+        assert all(isinstance(r, aip.JwtChain) and r.depth() == links - 1 for r in results)
+        reps = 3 if quick else 5
+
+        def theirs() -> None:
+            for t, k in zip(tokens, roots):
+                TheirChain.verify(t, k, now)
+
+        t_theirs = best(theirs, reps) / n
+        rows.append(dict(bench="aip", case=f"verify_batch, {n} chains of {links} link{'s' * (links > 1)}",
+                         native_us=best(new_keys(lambda: aip.verify_batch(tokens, roots, now=now)), reps) / n * 1e6,
+                         peers_us={"aip_token JwtChain.verify loop": t_theirs * 1e6}))
+        t0, k0 = tokens[0], roots[0]
+        rows.append(dict(bench="aip", case=f"JwtChain.verify, one chain of {links}",
+                         native_us=best(lambda: aip.JwtChain.verify(t0, k0, now), 300) * 1e6,
+                         peers_us={"aip_token JwtChain.verify": best(lambda: TheirChain.verify(t0, k0, now), 300) * 1e6}))
     return rows
 
 
@@ -598,6 +641,7 @@ SECTIONS: dict[str, Callable[[bool], list[dict[str, Any]]]] = {
     "rules": bench_rules,
     "jwt": bench_jwt,
     "hdp": bench_hdp,
+    "aip": bench_aip,
     "chains": bench_chains,
     "gate": bench_gate,
     "ledger": bench_ledger,
