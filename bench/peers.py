@@ -248,6 +248,9 @@ def bench_hdp(quick: bool) -> list[dict[str, Any]]:
         rows.append(dict(bench="hdp", case=f"verify_chains, {n} records of {hops} hop{'s' if hops > 1 else ''}",
                          native_us=best(partial(hh.verify_chains, records, public), reps) / n * 1e6,
                          peers_us={"hdp-langchain verify_chain loop": best(theirs, reps) / n * 1e6}))
+    return rows
+
+
 def bench_aip(quick: bool) -> list[dict[str, Any]]:
     """AIP JWT chains: ``hopgate.aip.verify_batch`` of 1,024 chains (1 and 3 links, a fresh
     root and holder key per chain, minted by the package) against a loop over the package's
