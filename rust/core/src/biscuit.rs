@@ -900,6 +900,39 @@ mod tests {
         assert!(verify(&t2, &b.root).unwrap_err().message.contains("underflow"));
     }
 
+    /// A key with a torsion component of order 8, A = [a]B + T: a signature (R = [r]B,
+    /// S = r + k a) holds under dalek's cofactorless equation iff 8 divides k, where the
+    /// strict (cofactored) rule accepts every one.
+    #[test]
+    fn dalek_strict_is_cofactorless_on_mixed_order_keys() {
+        use curve25519_dalek::constants::{ED25519_BASEPOINT_POINT as B, EIGHT_TORSION};
+        use curve25519_dalek::scalar::Scalar;
+        use sha2::{Digest, Sha512};
+
+        let a = Scalar::from(0x1234_5678u64);
+        let key = (B * a + EIGHT_TORSION[1]).compress().to_bytes();
+        let (mut held, mut refused) = (0, 0);
+        for i in 0..64u64 {
+            let r = Scalar::from(1000 + i);
+            let big_r = (B * r).compress().to_bytes();
+            let msg = i.to_le_bytes();
+            let h: [u8; 64] = Sha512::new().chain_update(big_r).chain_update(key).chain_update(msg).finalize().into();
+            let k = Scalar::from_bytes_mod_order_wide(&h);
+            let mut sig = [0u8; 64];
+            sig[..32].copy_from_slice(&big_r);
+            sig[32..].copy_from_slice((r + k * a).as_bytes());
+            let dalek = sig::verify_dalek_strict(Message::plain(&msg), &sig, &key);
+            assert_eq!(dalek, k.as_bytes()[0] % 8 == 0, "item {i}");
+            assert!(sig::verify(Message::plain(&msg), &sig, &key), "the cofactored rule accepts every one");
+            if dalek {
+                held += 1;
+            } else {
+                refused += 1;
+            }
+        }
+        assert!(held > 0 && refused > 0);
+    }
+
     #[test]
     fn biscuit_small_order_keys_are_refused() {
         let b = build(1, 0, false, None);
