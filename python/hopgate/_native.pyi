@@ -54,6 +54,7 @@ __all__ = [
     "key_cache_info",
     "key_cache_resize",
     "jws_split",
+    "biscuit_verify",
     "mac_many",
     "parse_invocation",
     "sha256_many",
@@ -209,6 +210,7 @@ def key_cache_resize(capacity: int) -> None: ...
 def jws_split(
     tokens: Sequence[Buffer],
 ) -> list[Optional[tuple[int, Optional[bytes], Optional[bytes], bool, Optional[bytes]]]]: ...
+def biscuit_verify(tokens: Sequence[Buffer], root_public_key: Buffer) -> list[Union[list[bytes], tuple[str, str]]]: ...
 @final
 class Invocation:
     @property

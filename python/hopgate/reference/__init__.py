@@ -42,6 +42,7 @@ from ._ed25519 import (
 )
 from ._gate import Gate
 from ._jose import jws_split
+from ._biscuit import biscuit_verify
 from ._hash import blake3, blake3_many, hash_backend, mac_many, sha256_many
 from ._ledger import Budget, Ledger, Reservation
 from ._wire import Invocation, Link, from_text, parse_invocation, to_text
@@ -69,6 +70,7 @@ __all__ = [
     "Invocation",
     "verify_chains",
     "jws_split",
+    "biscuit_verify",
     "blake3",
     "blake3_many",
     "mac_many",
