@@ -490,3 +490,18 @@ def test_attack_huge_block_counts() -> None:
     tokens = [authority + b"\x1a\x00" * 200_000 + proof, token + b"\x1a\x00" * 100_000]
     answers = check(tokens)
     assert all(isinstance(a, FormatError) and "'s next key: an Ed25519 key must be 32 bytes" in str(a) for a in answers)
+
+
+@pytest.mark.parametrize("n", [1, 64], ids=["calling-thread", "rayon-worker"])
+def test_a_panic_in_verification_is_an_internal_error(n: int) -> None:
+    native: Any = pytest.importorskip("hopgate._native")
+    if not hasattr(native, "_inject_panic"):
+        pytest.skip("built without the test-hooks feature (a wheel)")
+    tokens = (SAMPLE * n)[:n]
+    native._inject_panic("verify")
+    try:
+        with pytest.raises(hopgate.InternalError, match="injected panic at verify"):
+            native.biscuit_verify(tokens, ROOT_PUB)
+    finally:
+        native._inject_panic(None)
+    assert all(isinstance(a, list) for a in verify_signatures(tokens, ROOT_PUB))
