@@ -296,6 +296,101 @@ def test_swapped_and_spliced_blocks() -> None:
     assert isinstance(answers[3], list)  # a repeated authority merges into itself
 
 
+# Message types by (parent, field number): the nested messages a re-encoder recurses into.
+NESTED = {("biscuit", 2): "block", ("biscuit", 3): "block", ("biscuit", 4): "proof", ("block", 2): "key",
+          ("block", 4): "external", ("external", 2): "key"}
+
+
+def loose_varint(v: int, rng: random.Random) -> bytes:
+    """``v`` as a varint, sometimes padded to a longer, non-minimal form (prost reads both)."""
+    out = bytearray(varint(v))
+    for _ in range(rng.choice([0, 0, 1, 3]) if len(out) < 9 else 0):
+        out[-1] |= 0x80
+        out.append(0)
+    return bytes(out)
+
+
+def unknown_field(rng: random.Random) -> bytes:
+    tag = rng.choice([6, 7, 9, 15, 100, 2**20])
+    kind = rng.randrange(5)
+    if kind == 0:
+        return varint(tag << 3) + varint(rng.randrange(1 << 64))
+    if kind == 1:
+        return varint(tag << 3 | 1) + bytes(8)
+    if kind == 2:
+        return varint(tag << 3 | 5) + bytes(4)
+    if kind == 3:
+        return varint(tag << 3 | 2) + varint(3) + b"abc"
+    return varint(tag << 3 | 3) + varint(1 << 3) + varint(7) + varint(tag << 3 | 4)  # a group
+
+
+def reencode(msg: bytes, kind: str, rng: random.Random) -> bytes:
+    """``msg`` written again as prost would still read it to the same values: keys and
+    lengths in non-minimal varints, fields reordered (repeated blocks keep their order),
+    unknown fields of every wire type between them."""
+    parts = []
+    for tag, value in fields(msg):
+        if isinstance(value, int):
+            body = loose_varint(tag << 3, rng) + loose_varint(value, rng)
+        else:
+            inner = NESTED.get((kind, tag))
+            data = reencode(value, inner, rng) if inner else value
+            body = loose_varint(tag << 3 | 2, rng) + loose_varint(len(data), rng) + data
+        parts.append((tag, body))
+    blocks = iter([b for t, b in parts if t == 3])
+    rng.shuffle(parts)
+    parts = [(t, next(blocks) if t == 3 else b) for t, b in parts]
+    out = b""
+    for _, body in parts:
+        if rng.random() < 0.3:
+            out += unknown_field(rng)
+        out += body
+    return out
+
+
+def split_authority(token: bytes) -> bytes:
+    """The authority written as two messages that prost merges into one."""
+    authority = one(token, 2)
+    head, tail = b"", b""
+    for tag, value in fields(authority):
+        part = num(tag, value) if isinstance(value, int) else fld(tag, value)
+        if tag in (1, 3):
+            head += part
+        else:
+            tail += part
+    rest = b"".join(num(t, v) if isinstance(v, int) else fld(t, v) for t, v in fields(token) if t != 2)
+    return fld(2, head) + rest + fld(2, tail)
+
+
+def test_containers_written_otherwise_read_the_same() -> None:
+    rng = random.Random(8)
+    tokens = [reencode(t, "biscuit", rng) for t in SAMPLE for _ in range(40)]
+    tokens += [split_authority(t) for t in SAMPLE]
+    check(tokens, valid=True)
+
+
+def test_random_edits_of_containers_written_otherwise() -> None:
+    """Bytes inserted, deleted, replaced or duplicated, one to three times, in tokens
+    written as ``reencode`` writes them (unknown fields, groups, long varints)."""
+    rng = random.Random(9)
+    tokens = []
+    for _ in range(1500):
+        t = bytearray(reencode(rng.choice(SAMPLE), "biscuit", rng))
+        for _ in range(rng.randrange(1, 4)):
+            i = rng.randrange(len(t))
+            op = rng.randrange(4)
+            if op == 0:
+                t[i:i] = bytes([rng.choice([0x00, 0x80, 0xFF, 0x0A, 0x12, 0x1A, 0x22, 0x2B, 0x2C, rng.randrange(256)])])
+            elif op == 1:
+                del t[i : i + rng.randrange(1, 4)]
+            elif op == 2:
+                t[i] = rng.randrange(256)
+            else:
+                t[i:i] = t[i : i + rng.randrange(1, 40)]
+        tokens.append(bytes(t))
+    check(tokens)
+
+
 # ---------------------------------------------------------------------------
 # Hand-built tokens, signed with PyNaCl.
 
