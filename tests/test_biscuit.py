@@ -151,6 +151,8 @@ def check(tokens: Sequence[bytes], root: Any = None, *, valid: Optional[bool] = 
     root_bytes = root.to_bytes() if hasattr(root, "to_bytes") else root
     if native_verify is not None:
         assert native_verify(list(tokens), root_bytes) == reference_verify(list(tokens), root_bytes)
+    if isinstance(root, bytes):  # biscuit-python takes its own PublicKey only
+        root = ba.PublicKey.from_bytes(root, ba.Algorithm.Ed25519)
     for i, (token, answer) in enumerate(zip(tokens, ours)):
         expected = biscuit_answer(token, root)
         if expected is None:
@@ -460,6 +462,7 @@ SMALL_ORDER = [
 def test_attack_small_order_root_key() -> None:
     for root in SMALL_ORDER:
         assert all(isinstance(a, SignatureError) for a in check(SAMPLE[:2], root))
+    assert check(SAMPLE[:2], ROOT_PUB, valid=True)  # the oracle takes a root given as bytes
 
 
 def test_attack_small_order_next_key_forgery() -> None:
@@ -533,13 +536,18 @@ def test_attack_non_canonical_next_key_decodes_as_dalek_does() -> None:
     root = nacl.signing.SigningKey(bytes(range(32)))
     data = authority_data()
     tokens = []
-    for y in range(P, 2**255):
-        key = y.to_bytes(32, "little")
+    keys = [(y | sign << 255).to_bytes(32, "little") for y in range(P, 2**255) for sign in (0, 1)]
+    for key in keys:
         t = fld(2, signed_block(data, key, root.sign(payload_v0(data, key)).signature))
         tokens.append(t + fld(4, fld(1, b"\x01" * 32)))
     answers = check(tokens, valid=False)
     kinds = {type(a) for a in answers}
     assert kinds == {FormatError, SignatureError}  # off-curve ones, and the rest
+    # As a root key, such an encoding is taken by biscuit-python too; no token verifies.
+    roots = [key for key, a in zip(keys, answers) if isinstance(a, SignatureError)]
+    assert len(roots) == 24  # 20 of large order, 4 of small order
+    for other_root in roots[:6]:
+        assert all(isinstance(a, SignatureError) for a in check(SAMPLE[:1], other_root))
 
 
 def test_attack_oversize_varints() -> None:

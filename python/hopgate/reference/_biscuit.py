@@ -4,8 +4,8 @@ it, in Python (``hopgate.biscuit`` uses it when the native module is absent).
 The container is decoded as prost 0.10 decodes ``schema.proto``; signatures are judged by
 ed25519-dalek's ``verify_strict``, answered here by PyNaCl (libsodium) for a canonical key,
 where the two rules agree, and by pyca/cryptography (OpenSSL) plus the small-order checks
-libsodium would have made for the 38 non-canonical encodings that dalek accepts and
-libsodium refuses. See ``rust/core/src/biscuit.rs`` for the order of the checks.
+libsodium would have made for the 20 non-canonical encodings (y >= p) that dalek accepts
+and libsodium refuses. See ``rust/core/src/biscuit.rs`` for the order of the checks.
 """
 
 from __future__ import annotations
