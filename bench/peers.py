@@ -639,6 +639,40 @@ def chart(rows: list[dict[str, Any]], path: str) -> None:
     fig.savefig(path, dpi=110)
 
 
+def bench_biscuit(quick: bool) -> list[dict[str, Any]]:
+    """Biscuit tokens: ``hopgate.biscuit.verify_signatures`` of a batch (signature layer
+    only) against a ``biscuit_auth.Biscuit.from_bytes`` loop (which also decodes the
+    Datalog), on the same tokens: 1 block (authority only) and 3 blocks."""
+    import hopgate.biscuit as hb
+
+    n = 128 if quick else 1024
+    reps = 3 if quick else 5
+    rows = []
+    for blocks in (1, 3):
+        root = KeyPair()
+        tokens = []
+        for i in range(n):
+            t = BiscuitBuilder(f'user("{i}"); right("files/a", "read");').build(root.private_key)
+            for _ in range(blocks - 1):
+                t = t.append(BlockBuilder('check if right("files/a", "read");'))
+            tokens.append(bytes(t.to_bytes()))
+        pub = root.public_key.to_bytes()
+        answers = hb.verify_signatures(tokens, pub)
+        assert all(isinstance(a, list) and len(a) == blocks for a in answers)
+        sample = tokens[: max(16, n // 16)]
+        rows.append(dict(
+            bench="biscuit",
+            case=f"verify_signatures, {n} x {blocks} block{'s' if blocks > 1 else ''}",
+            native_us=best(lambda: hb.verify_signatures(tokens, pub), reps) / n * 1e6,
+            peers_us={
+                "reference": best(lambda: ref.biscuit_verify(sample, pub), 2) / len(sample) * 1e6,
+                "biscuit-python from_bytes loop": best(
+                    lambda: [Biscuit.from_bytes(t, root.public_key) for t in tokens], reps) / n * 1e6,
+            },
+        ))
+    return rows
+
+
 SECTIONS: dict[str, Callable[[bool], list[dict[str, Any]]]] = {
     "verify": bench_verify,
     "rules": bench_rules,
@@ -650,6 +684,7 @@ SECTIONS: dict[str, Callable[[bool], list[dict[str, Any]]]] = {
     "ledger": bench_ledger,
     "hashing": bench_hashing,
     "audit": bench_audit,
+    "biscuit": bench_biscuit,
 }
 
 

@@ -56,6 +56,7 @@ __all__ = [
     "key_cache_resize",
     "hdp_verify",
     "jws_split",
+    "biscuit_verify",
     "mac_many",
     "parse_invocation",
     "sha256_many",
@@ -213,6 +214,7 @@ def jws_split(
 ) -> list[Optional[tuple[int, Optional[bytes], Optional[bytes], bool, Optional[bytes]]]]: ...
 def hdp_verify(records: Iterable[Any], public_key: Buffer) -> list[list[bool]]: ...
 def canonical_json(value: Any) -> bytes: ...
+def biscuit_verify(tokens: Sequence[Buffer], root_public_key: Buffer) -> list[Union[list[bytes], tuple[str, str]]]: ...
 @final
 class Invocation:
     @property

@@ -20,6 +20,7 @@ __all__ = [
     "StoreError",
     "LeaseExpiredError",
     "InternalError",
+    "BiscuitError",
 ]
 
 
@@ -124,3 +125,25 @@ class InternalError(HopgateError, RuntimeError):
     ``rust/python/src/errors.rs``). The message says where it happened; please
     report it.
     """
+
+
+# Biscuit tokens (``hopgate.biscuit``). ``verify_signatures`` returns these in its list, one
+# per refused token, rather than raising them: a batch answers every token.
+
+
+class BiscuitError(HopgateError, ValueError):
+    """A Biscuit token that biscuit-auth's ``Biscuit.from_bytes`` would refuse at its
+    signature layer, or that hopgate cannot judge (``UnsupportedAlgorithm``)."""
+
+
+class FormatError(BiscuitError):
+    """The token does not decode as biscuit-auth decodes it, or a key, signature, block
+    version or proof in it has a form biscuit-auth refuses."""
+
+
+class SignatureError(BiscuitError):
+    """A signature of the token does not verify, or its proof does not match its last block."""
+
+
+class UnsupportedAlgorithm(BiscuitError):
+    """The token reaches a P-256 (secp256r1) key, which hopgate does not verify."""

@@ -43,6 +43,7 @@ from ._ed25519 import (
 from ._gate import Gate
 from ._jose import jws_split
 from ._hdp import canonical_json, hdp_verify
+from ._biscuit import biscuit_verify
 from ._hash import blake3, blake3_many, hash_backend, mac_many, sha256_many
 from ._ledger import Budget, Ledger, Reservation
 from ._wire import Invocation, Link, from_text, parse_invocation, to_text
@@ -72,6 +73,7 @@ __all__ = [
     "jws_split",
     "hdp_verify",
     "canonical_json",
+    "biscuit_verify",
     "blake3",
     "blake3_many",
     "mac_many",

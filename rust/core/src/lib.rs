@@ -2,6 +2,8 @@
 //!
 //! - [`sig`]: keys and the Ed25519 signature rules (SPEC §3): hopgate's strict rule, single
 //!   and batched, and the drop-in rules of libsodium and OpenSSL.
+//! - [`biscuit`]: the signature layer of Biscuit tokens, as biscuit-auth 6 checks it, in
+//!   batches.
 //! - [`wire`]: the byte format of chains and invocations (SPEC §2), total parsing.
 //! - [`chain`]: building chains that attenuate, and verifying many chains at once (SPEC §1, §4).
 //! - [`hash`]: BLAKE3 and SHA-256 over many messages.
@@ -14,6 +16,7 @@
 #![warn(missing_docs)]
 
 pub mod audit;
+pub mod biscuit;
 pub mod chain;
 mod error;
 pub mod fault;

@@ -592,3 +592,50 @@ fn verify_openssl(msg: Message<'_>, sig: &[u8], pk: &[u8]) -> bool {
     let Some(a) = key_cache::decompress(a_bytes) else { return false };
     cofactorless_holds(r_bytes, a_bytes, &a, &s, msg)
 }
+
+// The rule of ed25519-dalek 2's `VerifyingKey::verify_strict`, which biscuit-auth 6
+// uses for every Ed25519 signature of a token (see `crate::biscuit`). It is not one of
+// the three `Rule`s: no hopgate API lets a caller pick it by name; the Biscuit verifier
+// is its only user.
+
+/// What ed25519-dalek 2's `VerifyingKey::from_bytes(pk)` followed by
+/// `verify_strict(msg, sig)` accepts (without its `legacy_compatibility` feature).
+///
+/// In order: S < L (`check_scalar`); R decompresses and is not of small order; A
+/// decompresses (`from_bytes`) and is not of small order; then the cofactorless
+/// equation, as the canonical encoding of `[S]B - [k]A` compared byte for byte with R,
+/// `k` hashing R and A as given. Unlike libsodium, a non-canonical A (y ≥ p) that
+/// decodes to a point of large order is accepted: dalek decodes it as y − p and hashes
+/// the bytes as given. Cofactorless, hence checked item by item (see
+/// [`verify_batch_dalek_strict`]).
+pub fn verify_dalek_strict(msg: Message<'_>, sig: &[u8], pk: &[u8]) -> bool {
+    crate::fault::inject("verify");
+    let Ok(a_bytes) = <&[u8; 32]>::try_from(pk) else { return false };
+    let Some((r_bytes, s)) = split_sig(sig) else { return false };
+    // dalek decompresses R and refuses it when it is of small order. Only a canonical
+    // R can pass the final byte comparison (the encoding it is compared with is
+    // canonical), so refusing the eight canonical small-order encodings here, without
+    // decompressing R, refuses exactly the R that dalek's check would stop and the
+    // equation would not.
+    if small_order_encodings().contains(r_bytes) {
+        return false;
+    }
+    let Some(a) = key_cache::decompress(a_bytes) else { return false };
+    // Checked on the point, not the bytes: a non-canonical A decodes here as in dalek.
+    if a.is_small_order() {
+        return false;
+    }
+    cofactorless_holds(r_bytes, a_bytes, &a, &s, msg)
+}
+
+/// [`verify_dalek_strict`] of every item; `out[i]` is exactly its answer for
+/// `items[i]`. The equation is cofactorless, which no batch equation reproduces item
+/// for item, so each item is checked alone, on rayon's pool from
+/// [`ITEMWISE_PARALLEL_THRESHOLD`] items on.
+pub fn verify_batch_dalek_strict(items: &[SigItem<'_>]) -> Vec<bool> {
+    if items.len() >= ITEMWISE_PARALLEL_THRESHOLD {
+        items.par_iter().map(|it| verify_dalek_strict(it.msg, it.sig, it.pk)).collect()
+    } else {
+        items.iter().map(|it| verify_dalek_strict(it.msg, it.sig, it.pk)).collect()
+    }
+}

@@ -4,6 +4,7 @@
 //! around core work, and map core errors (errors.rs). Every rule lives in the core.
 
 mod audit;
+mod biscuit;
 mod chain;
 mod convert;
 mod errors;
@@ -38,6 +39,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(jose::jws_split, m)?)?;
     m.add_function(wrap_pyfunction!(hdp::hdp_verify, m)?)?;
     m.add_function(wrap_pyfunction!(hdp::canonical_json, m)?)?;
+    m.add_function(wrap_pyfunction!(biscuit::biscuit_verify, m)?)?;
     m.add_class::<invocation::PyInvocation>()?;
     m.add_function(wrap_pyfunction!(invocation::parse_invocation, m)?)?;
     m.add_function(wrap_pyfunction!(invocation::to_text, m)?)?;

@@ -1,0 +1,162 @@
+//! Biscuit tokens' signature layer (`hopgate_core::biscuit`).
+//!
+//! The first byte picks a mode:
+//! - raw (even): the rest is token bytes, verified against a fixed root. Decoding and
+//!   verifying never panic; one token alone, the same token three times in a batch, and
+//!   beside a valid token give the same answer; revocation ids are 64-byte slices of the
+//!   token, one per block; a token that verifies still verifies, with the same ids, with
+//!   an unknown field appended (prost skips it).
+//! - recipe (odd): a token built here, written from biscuit's SPECIFICATIONS.md (1 to 4
+//!   blocks, signature version 0 or 1, a third-party block, sealed or not, a rootKeyId),
+//!   must verify with its signatures as revocation ids; the same token under another
+//!   root, with a bit of a block's signature flipped, or cut in half never verifies.
+#![no_main]
+
+use hopgate_core::biscuit::{self, payload_external, payload_seal, payload_v0, payload_v1, FailureKind};
+use hopgate_core::sig::{Message, SigningKey};
+use libfuzzer_sys::fuzz_target;
+
+fn root() -> SigningKey {
+    SigningKey::from_seed(&core::array::from_fn(|i| i as u8))
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&mode, rest)) = data.split_first() else { return };
+    if mode % 2 == 0 {
+        raw(rest);
+    } else {
+        recipe(rest);
+    }
+});
+
+fn raw(token: &[u8]) {
+    let root = *root().public_key();
+    let single = biscuit::verify(token, &root);
+    let many = biscuit::verify_many(&[token, token, token], &root);
+    assert!(many.iter().all(|v| *v == single), "batch and single differ");
+    let (valid, ids) = recipe_token(&[1, 2, 3]);
+    let beside = biscuit::verify_many(&[&valid, token], &root);
+    assert_eq!(beside[0].as_ref().ok(), Some(&ids.iter().map(|s| s.as_slice()).collect::<Vec<_>>()));
+    assert_eq!(beside[1], single, "a neighbour changed the answer");
+    match single {
+        Ok(ids) => {
+            assert!(!ids.is_empty());
+            for id in &ids {
+                assert_eq!(id.len(), 64);
+                let start = id.as_ptr() as usize - token.as_ptr() as usize;
+                assert!(start + 64 <= token.len(), "a revocation id outside the token");
+            }
+            let mut longer = token.to_vec();
+            longer.extend_from_slice(&[0x48, 0x00]);
+            assert_eq!(biscuit::verify(&longer, &root).map(|v| v.len()), Ok(ids.len()));
+        }
+        Err(f) => assert!(!f.message.is_empty()),
+    }
+}
+
+fn varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn field(out: &mut Vec<u8>, tag: u32, bytes: &[u8]) {
+    varint(out, (u64::from(tag) << 3) | 2);
+    varint(out, bytes.len() as u64);
+    out.extend_from_slice(bytes);
+}
+
+fn key_msg(key: &[u8]) -> Vec<u8> {
+    let mut m = vec![0x08, 0x00];
+    field(&mut m, 2, key);
+    m
+}
+
+/// A token from the input's choices, and its block signatures.
+fn recipe_token(choice: &[u8]) -> (Vec<u8>, Vec<[u8; 64]>) {
+    let pick = |i: usize| choice.get(i).copied().unwrap_or(0);
+    let n = 1 + usize::from(pick(0) % 4);
+    let version = u32::from(pick(1) % 2);
+    let third_party = usize::from(pick(2) % 5);
+    let sealed = pick(3) % 2 == 1;
+    let root = root();
+    let keys: Vec<SigningKey> = (0..n).map(|i| SigningKey::from_seed(&[pick(4).wrapping_add(i as u8); 32])).collect();
+    let external = SigningKey::from_seed(&[0xee; 32]);
+    let mut token = Vec::new();
+    if pick(5) % 3 == 0 {
+        token.push(0x08);
+        varint(&mut token, u64::from(pick(6)) << 20);
+    }
+    let mut sigs: Vec<[u8; 64]> = Vec::new();
+    let mut signer = &root;
+    for (i, next) in keys.iter().enumerate() {
+        let data = vec![pick(7 + i); 1 + usize::from(pick(11 + i) % 40)];
+        let ext = (i > 0 && i == third_party).then(|| {
+            let mut m = Vec::new();
+            payload_external(&mut m, &data, &sigs[i - 1]);
+            external.sign(Message::plain(&m))
+        });
+        let v = if ext.is_some() { 1 } else { version };
+        let mut m = Vec::new();
+        let ext_ref = ext.as_ref().map(|s| s.as_slice());
+        if v == 0 {
+            payload_v0(&mut m, &data, ext_ref, 0, next.public_key());
+        } else {
+            payload_v1(&mut m, &data, 0, next.public_key(), (i > 0).then(|| sigs[i - 1].as_slice()), ext_ref);
+        }
+        let s = signer.sign(Message::plain(&m));
+        let mut sb = Vec::new();
+        field(&mut sb, 1, &data);
+        field(&mut sb, 2, &key_msg(next.public_key()));
+        field(&mut sb, 3, &s);
+        if let Some(e) = ext {
+            let mut em = Vec::new();
+            field(&mut em, 1, &e);
+            field(&mut em, 2, &key_msg(external.public_key()));
+            field(&mut sb, 4, &em);
+        }
+        if v == 1 {
+            sb.extend_from_slice(&[0x28, 0x01]);
+        }
+        field(&mut token, if i == 0 { 2 } else { 3 }, &sb);
+        sigs.push(s);
+        signer = next;
+    }
+    let mut proof = Vec::new();
+    if sealed {
+        let last_data = vec![pick(7 + n - 1); 1 + usize::from(pick(11 + n - 1) % 40)];
+        let mut m = Vec::new();
+        payload_seal(&mut m, &last_data, 0, signer.public_key(), &sigs[n - 1]);
+        field(&mut proof, 2, &signer.sign(Message::plain(&m)));
+    } else {
+        field(&mut proof, 1, signer.seed());
+    }
+    field(&mut token, 4, &proof);
+    (token, sigs)
+}
+
+fn recipe(choice: &[u8]) {
+    let (token, sigs) = recipe_token(choice);
+    let root = *root().public_key();
+    let ids: Vec<&[u8]> = sigs.iter().map(|s| s.as_slice()).collect();
+    assert_eq!(biscuit::verify(&token, &root), Ok(ids.clone()), "a token built here does not verify");
+
+    let other = *SigningKey::from_seed(&[0x55; 32]).public_key();
+    assert_eq!(biscuit::verify(&token, &other).map_err(|f| f.kind), Err(FailureKind::Signature));
+
+    // A changed byte inside a signature or a block's data never verifies.
+    let at = choice.get(20).copied().unwrap_or(0) as usize;
+    let sig = &sigs[at % sigs.len()];
+    let pos = token.windows(64).position(|w| w == sig).expect("the signature is in the token");
+    let mut changed = token.clone();
+    changed[pos + at % 64] ^= 1 << (at % 8);
+    assert!(biscuit::verify(&changed, &root).is_err(), "a changed signature verifies");
+
+    // Cut in half: refused, beside the whole token that still verifies.
+    if sigs.len() > 1 {
+        let cut = biscuit::verify_many(&[&token[..token.len() / 2], &token], &root);
+        assert!(cut[0].is_err() && cut[1].is_ok());
+    }
+}
