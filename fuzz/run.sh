@@ -10,10 +10,10 @@
 #
 # Environment:
 #   FUZZ_SANITIZER  address (default) | none
-#   FUZZ_TARGETS    space-separated subset of: chain invocation gate hash hdp biscuit
+#   FUZZ_TARGETS    space-separated subset of: chain invocation gate hash hdp jose biscuit
 #   FUZZ_FORK       long runs: libFuzzer -fork=N worker processes (default 1: one process)
 #   FUZZ_MAX_TIME   long runs: also stop each target after this many seconds
-#   SMOKE_SECONDS   per-target fuzzing time of `smoke` (default 9; 6 targets -> 54 s)
+#   SMOKE_SECONDS   per-target fuzzing time of `smoke` (default 8; 7 targets -> 56 s)
 #
 # The flags are the ones cargo-fuzz 0.13 passes (see fuzz/README.md). Stable rustc only
 # takes `-Zsanitizer` with RUSTC_BOOTSTRAP=1; the runtime it links
@@ -22,7 +22,7 @@ set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(dirname "$here")"
-all_targets=(chain invocation gate hash hdp biscuit)
+all_targets=(chain invocation gate hash hdp jose biscuit)
 read -r -a targets <<<"${FUZZ_TARGETS:-${all_targets[*]}}"
 sanitizer="${FUZZ_SANITIZER:-address}"
 triple="$(rustc -vV | sed -n 's/^host: //p')"
@@ -63,7 +63,7 @@ common_flags() {
 
 # Crates that get instrument_flags with FUZZ_INSTRUMENT=core: hopgate's code, the
 # targets and their shared module (crate names as rustc sees them).
-instrumented_crates="hopgate_core hopgate_fuzz chain invocation gate hash hdp biscuit"
+instrumented_crates="hopgate_core hopgate_fuzz chain invocation gate hash hdp jose biscuit"
 
 build() {
     local bins=()
@@ -129,7 +129,7 @@ clean_log() {
 }
 
 smoke() {
-    local secs="${SMOKE_SECONDS:-9}" tmp t log failed=0
+    local secs="${SMOKE_SECONDS:-8}" tmp t log failed=0
     tmp="$(mktemp -d)"
     trap 'rm -rf "$tmp"' RETURN
     for t in "${targets[@]}"; do

@@ -96,4 +96,11 @@ fn main() {
     for (i, len) in [16, 64, 160, 400].into_iter().enumerate() {
         write(out, "hdp", &format!("value-{i}"), &rng.bytes(len));
     }
+
+    // jose: tokens made of encoded segments, and raw tokens.
+    write(out, "jose", "token", b"eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJhIn0.c2ln");
+    write(out, "jose", "dots", b"a..b.c");
+    for (i, len) in [24, 80, 200].into_iter().enumerate() {
+        write(out, "jose", &format!("built-{i}"), &rng.bytes(len));
+    }
 }

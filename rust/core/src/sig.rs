@@ -487,11 +487,15 @@ pub const ITEMWISE_PARALLEL_THRESHOLD: usize = 8;
 /// one), so they run item by item, on rayon's pool from
 /// [`ITEMWISE_PARALLEL_THRESHOLD`] items on.
 pub fn verify_batch_with(items: &[SigItem<'_>], rule: Rule) -> Vec<bool> {
-    let check: fn(Message<'_>, &[u8], &[u8]) -> bool = match rule {
-        Rule::Strict => return verify_batch(items),
-        Rule::Libsodium => verify_libsodium,
-        Rule::Openssl => verify_openssl,
-    };
+    match rule {
+        Rule::Strict => verify_batch(items),
+        Rule::Libsodium => itemwise(items, verify_libsodium),
+        Rule::Openssl => itemwise(items, verify_openssl),
+    }
+}
+
+/// `check` of every item, on rayon's pool from [`ITEMWISE_PARALLEL_THRESHOLD`] items on.
+fn itemwise(items: &[SigItem<'_>], check: fn(Message<'_>, &[u8], &[u8]) -> bool) -> Vec<bool> {
     if items.len() >= ITEMWISE_PARALLEL_THRESHOLD {
         items.par_iter().map(|it| check(it.msg, it.sig, it.pk)).collect()
     } else {
@@ -633,9 +637,5 @@ pub fn verify_dalek_strict(msg: Message<'_>, sig: &[u8], pk: &[u8]) -> bool {
 /// for item, so each item is checked alone, on rayon's pool from
 /// [`ITEMWISE_PARALLEL_THRESHOLD`] items on.
 pub fn verify_batch_dalek_strict(items: &[SigItem<'_>]) -> Vec<bool> {
-    if items.len() >= ITEMWISE_PARALLEL_THRESHOLD {
-        items.par_iter().map(|it| verify_dalek_strict(it.msg, it.sig, it.pk)).collect()
-    } else {
-        items.iter().map(|it| verify_dalek_strict(it.msg, it.sig, it.pk)).collect()
-    }
+    itemwise(items, verify_dalek_strict)
 }
