@@ -27,7 +27,9 @@ fn value(inp: &mut Input<'_>, depth: usize) -> Json {
         3 => Json::Number(inp.u32() as i32 as f64),
         4 => Json::String(STRINGS[inp.below(STRINGS.len())].to_string()),
         5 => Json::Array((0..inp.below(4)).map(|_| value(inp, depth + 1)).collect()),
-        _ => Json::Object((0..inp.below(5)).map(|_| (NAMES[inp.below(NAMES.len())].to_string(), value(inp, depth + 1))).collect()),
+        _ => Json::Object(
+            (0..inp.below(5)).map(|_| (NAMES[inp.below(NAMES.len())].to_string(), value(inp, depth + 1))).collect(),
+        ),
     }
 }
 
