@@ -102,7 +102,7 @@ demo:
 # 127.0.0.1 and puts SQLite in a temporary directory: the ledger stores against the memory one.
 bench: build servers
 	mkdir -p target/bench
-	cargo bench --locked -p hopgate-core --bench limits -- --json target/bench/limits.json
+	cargo bench --locked -p hopgate-core --bench limits -- --json $(abspath target/bench/limits.json)
 	$(PY) bench/peers.py --json target/bench/peers.json --png target/bench/peers.png --limits target/bench/limits.json
 	$(PY) bench/stores.py --json target/bench/stores.json
 	$(PY) -m pytest -q bench --benchmark-only --benchmark-columns=min,median,ops --benchmark-sort=name
