@@ -34,6 +34,7 @@ from pydantic import ValidationError
 
 import hopgate
 import hopgate.aip as aip
+from _reference_only import run_on_reference
 
 NOW = int(time.time())
 # The compact form's exp and iat are judged by PyJWT against the real clock: kept far from it.
@@ -753,21 +754,7 @@ def test_gate_store_failure_denies(tmp_path: pathlib.Path) -> None:
 def test_reference_backend_matches_the_package() -> None:
     """With the native module refused, hopgate.aip stands on the reference (its jws_split,
     verify_batch and Ledger) and still answers as the package on the whole corpus."""
-    import subprocess
-    import sys
-
-    script = f"""
-import sys, warnings
-class Refuse:
-    def find_spec(self, name, path=None, target=None):
-        if name == "hopgate._native":
-            raise ImportError("simulated")
-        return None
-sys.meta_path.insert(0, Refuse())
-warnings.simplefilter("ignore")
-sys.path.insert(0, {str(pathlib.Path(__file__).parent)!r})
-import hopgate
-assert hopgate.BACKEND == "reference"
+    script = """
 import test_aip as t
 results = t.aip.verify_batch([c[0] for c in t.CORPUS], [c[1] for c in t.CORPUS], now=t.NOW)
 count = 0
@@ -784,9 +771,7 @@ decision.reservation.commit()
 assert gate.check(t.budget_chain(1000, 300), tool="search:web", cost=1, now=t.NOW).code == "budget_exceeded"
 print(count)
 """
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert int(done.stdout.strip()) == len(CORPUS)
+    assert int(run_on_reference(script, timeout=300).strip()) == len(CORPUS)
 
 
 LINK_CLAIMS = ["iss", "sub", "exp", "iat", "nbf", "prev", "aip_ctx", "aip_tools", "aip_domains", "aip_budget_cents",

@@ -12,8 +12,9 @@
 //!   root, with a bit of a block's signature flipped, or cut in half never verifies.
 #![no_main]
 
-use hopgate_core::biscuit::{self, payload_external, payload_seal, payload_v0, payload_v1, FailureKind};
-use hopgate_core::sig::{Message, SigningKey};
+use hopgate_core::biscuit::testing::{build, Recipe};
+use hopgate_core::biscuit::{self, FailureKind};
+use hopgate_core::sig::SigningKey;
 use libfuzzer_sys::fuzz_target;
 
 fn root() -> SigningKey {
@@ -54,87 +55,24 @@ fn raw(token: &[u8]) {
     }
 }
 
-fn varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-fn field(out: &mut Vec<u8>, tag: u32, bytes: &[u8]) {
-    varint(out, (u64::from(tag) << 3) | 2);
-    varint(out, bytes.len() as u64);
-    out.extend_from_slice(bytes);
-}
-
-fn key_msg(key: &[u8]) -> Vec<u8> {
-    let mut m = vec![0x08, 0x00];
-    field(&mut m, 2, key);
-    m
-}
-
 /// A token from the input's choices, and its block signatures.
 fn recipe_token(choice: &[u8]) -> (Vec<u8>, Vec<[u8; 64]>) {
     let pick = |i: usize| choice.get(i).copied().unwrap_or(0);
     let n = 1 + usize::from(pick(0) % 4);
-    let version = u32::from(pick(1) % 2);
-    let third_party = usize::from(pick(2) % 5);
-    let sealed = pick(3) % 2 == 1;
     let root = root();
     let keys: Vec<SigningKey> = (0..n).map(|i| SigningKey::from_seed(&[pick(4).wrapping_add(i as u8); 32])).collect();
     let external = SigningKey::from_seed(&[0xee; 32]);
-    let mut token = Vec::new();
-    if pick(5) % 3 == 0 {
-        token.push(0x08);
-        varint(&mut token, u64::from(pick(6)) << 20);
-    }
-    let mut sigs: Vec<[u8; 64]> = Vec::new();
-    let mut signer = &root;
-    for (i, next) in keys.iter().enumerate() {
-        let data = vec![pick(7 + i); 1 + usize::from(pick(11 + i) % 40)];
-        let ext = (i > 0 && i == third_party).then(|| {
-            let mut m = Vec::new();
-            payload_external(&mut m, &data, &sigs[i - 1]);
-            external.sign(Message::plain(&m))
-        });
-        let v = if ext.is_some() { 1 } else { version };
-        let mut m = Vec::new();
-        let ext_ref = ext.as_ref().map(|s| s.as_slice());
-        if v == 0 {
-            payload_v0(&mut m, &data, ext_ref, 0, next.public_key());
-        } else {
-            payload_v1(&mut m, &data, 0, next.public_key(), (i > 0).then(|| sigs[i - 1].as_slice()), ext_ref);
-        }
-        let s = signer.sign(Message::plain(&m));
-        let mut sb = Vec::new();
-        field(&mut sb, 1, &data);
-        field(&mut sb, 2, &key_msg(next.public_key()));
-        field(&mut sb, 3, &s);
-        if let Some(e) = ext {
-            let mut em = Vec::new();
-            field(&mut em, 1, &e);
-            field(&mut em, 2, &key_msg(external.public_key()));
-            field(&mut sb, 4, &em);
-        }
-        if v == 1 {
-            sb.extend_from_slice(&[0x28, 0x01]);
-        }
-        field(&mut token, if i == 0 { 2 } else { 3 }, &sb);
-        sigs.push(s);
-        signer = next;
-    }
-    let mut proof = Vec::new();
-    if sealed {
-        let last_data = vec![pick(7 + n - 1); 1 + usize::from(pick(11 + n - 1) % 40)];
-        let mut m = Vec::new();
-        payload_seal(&mut m, &last_data, 0, signer.public_key(), &sigs[n - 1]);
-        field(&mut proof, 2, &signer.sign(Message::plain(&m)));
-    } else {
-        field(&mut proof, 1, signer.seed());
-    }
-    field(&mut token, 4, &proof);
-    (token, sigs)
+    let blocks: Vec<Vec<u8>> = (0..n).map(|i| vec![pick(7 + i); 1 + usize::from(pick(11 + i) % 40)]).collect();
+    build(&Recipe {
+        root: &root,
+        keys: &keys,
+        external: &external,
+        blocks: &blocks,
+        version: u32::from(pick(1) % 2),
+        third_party: Some(usize::from(pick(2) % 5)),
+        sealed: pick(3) % 2 == 1,
+        root_key_id: (pick(5) % 3 == 0).then(|| u64::from(pick(6)) << 20),
+    })
 }
 
 fn recipe(choice: &[u8]) {

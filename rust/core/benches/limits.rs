@@ -97,32 +97,25 @@ fn hashing(rows: &mut Vec<Row>, rng: &mut ChaCha20Rng, quick: bool) {
         let mut out = vec![[0u8; 32]; n];
         let reps = if quick { 3 } else { 5 };
         let gbs = |s: f64| (n * size) as f64 / s / 1e9;
-        let ours = best(reps, || hash::blake3_many(&slices, &mut out));
         let theirs = best(reps, || blake3::Hasher::new().update_rayon(&buf).finalize());
-        rows.push(Row {
-            key: format!("blake3/{size}"),
-            group: "blake3",
-            case: format!("{n} x {size} B"),
-            unit: "GB/s",
-            hopgate: gbs(ours),
-            limit: gbs(theirs),
-            limit_name: "blake3 crate, one buffer, update_rayon",
-        });
-        // The same bytes as one buffer cut by offsets (what `blake3_many(data, offsets)`
-        // hands the core from Python): no slice per message.
+        // The slices, then the same bytes as one buffer cut by offsets (what
+        // `blake3_many(data, offsets)` hands the core from Python): no slice per message.
         let offsets: Vec<i64> = (0..=n).map(|i| (i * size) as i64).collect();
         let cut = hash::Cut::new(&buf, &offsets).expect("offsets of the buffer");
-        let ours = best(reps, || hash::blake3_many(&cut, &mut out));
-        rows.push(Row {
-            key: format!("blake3-cut/{size}"),
-            group: "blake3",
-            case: format!("{n} x {size} B, buffer+offsets"),
-            unit: "GB/s",
-            hopgate: gbs(ours),
-            limit: gbs(theirs),
-            limit_name: "blake3 crate, one buffer, update_rayon",
-        });
-        let ours = best(reps, || hash::sha256_many(&slices, &mut out));
+        let by_slices = best(reps, || hash::blake3_many(slices.as_slice(), &mut out));
+        let by_cut = best(reps, || hash::blake3_many(&cut, &mut out));
+        for (key, case, ours) in [("blake3", "", by_slices), ("blake3-cut", ", buffer+offsets", by_cut)] {
+            rows.push(Row {
+                key: format!("{key}/{size}"),
+                group: "blake3",
+                case: format!("{n} x {size} B{case}"),
+                unit: "GB/s",
+                hopgate: gbs(ours),
+                limit: gbs(theirs),
+                limit_name: "blake3 crate, one buffer, update_rayon",
+            });
+        }
+        let ours = best(reps, || hash::sha256_many(slices.as_slice(), &mut out));
         let one_core = best(reps, || slices.iter().map(|m| sha2::Sha256::digest(m)[0]).fold(0u8, |a, b| a ^ b));
         rows.push(Row {
             key: format!("sha256/{size}"),

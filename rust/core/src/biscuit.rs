@@ -733,33 +733,120 @@ pub fn verify_many<'a>(tokens: &[&'a [u8]], root: &'a [u8; 32]) -> Vec<Verdict<'
         .collect()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// Writing tokens, for the tests and the fuzz target (not part of the API).
+#[doc(hidden)]
+pub mod testing {
+    use super::{payload_external, payload_seal, payload_v0, payload_v1};
+    use crate::sig::{Message, SigningKey};
 
-    /// Protobuf writing, for building tokens in tests.
-    fn varint(out: &mut Vec<u8>, mut v: u64) {
+    /// A protobuf varint.
+    pub fn varint(out: &mut Vec<u8>, mut v: u64) {
         while v >= 0x80 {
             out.push((v as u8) | 0x80);
             v >>= 7;
         }
         out.push(v as u8);
     }
-    fn field(out: &mut Vec<u8>, tag: u32, bytes: &[u8]) {
+
+    /// A length-delimited field.
+    pub fn field(out: &mut Vec<u8>, tag: u32, bytes: &[u8]) {
         varint(out, u64::from(tag) << 3 | 2);
         varint(out, bytes.len() as u64);
         out.extend_from_slice(bytes);
     }
-    fn int_field(out: &mut Vec<u8>, tag: u32, v: u64) {
+
+    /// A varint field.
+    pub fn int_field(out: &mut Vec<u8>, tag: u32, v: u64) {
         varint(out, u64::from(tag) << 3);
         varint(out, v);
     }
-    fn key_msg(alg: u64, key: &[u8]) -> Vec<u8> {
+
+    /// A `PublicKey` message: algorithm `alg`, the key's bytes.
+    pub fn key_msg(alg: u64, key: &[u8]) -> Vec<u8> {
         let mut m = Vec::new();
         int_field(&mut m, 1, alg);
         field(&mut m, 2, key);
         m
     }
+
+    /// A token to write, from biscuit's specification.
+    pub struct Recipe<'a> {
+        /// The root key, which signs the authority block.
+        pub root: &'a SigningKey,
+        /// Block i's next key (the one that signs block i + 1, or the proof).
+        pub keys: &'a [SigningKey],
+        /// The third-party key of the block `third_party`.
+        pub external: &'a SigningKey,
+        /// Each block's data (as many as `keys`).
+        pub blocks: &'a [Vec<u8>],
+        /// The signature payload version of every block (a third-party block is always 1).
+        pub version: u32,
+        /// The block (not the authority) that carries an external signature.
+        pub third_party: Option<usize>,
+        /// Sealed (a final signature) or not (the last next key's secret).
+        pub sealed: bool,
+        /// A `rootKeyId` field first, when given.
+        pub root_key_id: Option<u64>,
+    }
+
+    /// The token's bytes, and its block signatures (its revocation ids).
+    pub fn build(r: &Recipe<'_>) -> (Vec<u8>, Vec<[u8; 64]>) {
+        let mut token = Vec::new();
+        if let Some(id) = r.root_key_id {
+            int_field(&mut token, 1, id);
+        }
+        let mut sigs: Vec<[u8; 64]> = Vec::new();
+        let mut signer = r.root;
+        for (i, (next, data)) in r.keys.iter().zip(r.blocks).enumerate() {
+            let ext = (r.third_party == Some(i) && i > 0).then(|| {
+                let mut m = Vec::new();
+                payload_external(&mut m, data, &sigs[i - 1]);
+                r.external.sign(Message::plain(&m))
+            });
+            let version = if ext.is_some() { 1 } else { r.version };
+            let mut m = Vec::new();
+            let ext_ref = ext.as_ref().map(|s| s.as_slice());
+            if version == 0 {
+                payload_v0(&mut m, data, ext_ref, 0, next.public_key());
+            } else {
+                payload_v1(&mut m, data, 0, next.public_key(), (i > 0).then(|| sigs[i - 1].as_slice()), ext_ref);
+            }
+            let s = signer.sign(Message::plain(&m));
+            let mut sb = Vec::new();
+            field(&mut sb, 1, data);
+            field(&mut sb, 2, &key_msg(0, next.public_key()));
+            field(&mut sb, 3, &s);
+            if let Some(e) = ext {
+                let mut em = Vec::new();
+                field(&mut em, 1, &e);
+                field(&mut em, 2, &key_msg(0, r.external.public_key()));
+                field(&mut sb, 4, &em);
+            }
+            if version != 0 {
+                int_field(&mut sb, 5, u64::from(version));
+            }
+            field(&mut token, if i == 0 { 2 } else { 3 }, &sb);
+            sigs.push(s);
+            signer = next;
+        }
+        let mut proof = Vec::new();
+        match (r.sealed, r.blocks.last(), sigs.last()) {
+            (true, Some(last), Some(sig)) => {
+                let mut m = Vec::new();
+                payload_seal(&mut m, last, 0, signer.public_key(), sig);
+                field(&mut proof, 2, &signer.sign(Message::plain(&m)));
+            }
+            _ => field(&mut proof, 1, signer.seed()),
+        }
+        field(&mut token, 4, &proof);
+        (token, sigs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::{build as build_recipe, field, key_msg, Recipe};
+    use super::*;
 
     struct Built {
         token: Vec<u8>,
@@ -774,51 +861,18 @@ mod tests {
         let root = SigningKey::from_seed(&[1; 32]);
         let keys: Vec<SigningKey> = (0..n).map(|i| SigningKey::from_seed(&[i as u8 + 2; 32])).collect();
         let external = SigningKey::from_seed(&[99; 32]);
-        let mut token = Vec::new();
-        let mut sigs: Vec<[u8; 64]> = Vec::new();
-        let mut signer = &root;
-        for (i, next) in keys.iter().enumerate() {
-            let data = format!("block {i}").into_bytes();
-            let ext = (third_party == Some(i) && i > 0).then(|| {
-                let mut m = Vec::new();
-                payload_external(&mut m, &data, &sigs[i - 1]);
-                external.sign(Message::plain(&m))
-            });
-            let version = if ext.is_some() { 1 } else { version };
-            let mut m = Vec::new();
-            let ext_ref = ext.as_ref().map(|s| s.as_slice());
-            if version == 0 {
-                payload_v0(&mut m, &data, ext_ref, 0, next.public_key());
-            } else {
-                payload_v1(&mut m, &data, 0, next.public_key(), (i > 0).then(|| sigs[i - 1].as_slice()), ext_ref);
-            }
-            let s = signer.sign(Message::plain(&m));
-            let mut sb = Vec::new();
-            field(&mut sb, 1, &data);
-            field(&mut sb, 2, &key_msg(0, next.public_key()));
-            field(&mut sb, 3, &s);
-            if let Some(e) = ext {
-                let mut em = Vec::new();
-                field(&mut em, 1, &e);
-                field(&mut em, 2, &key_msg(0, external.public_key()));
-                field(&mut sb, 4, &em);
-            }
-            if version != 0 {
-                int_field(&mut sb, 5, u64::from(version));
-            }
-            field(&mut token, if i == 0 { 2 } else { 3 }, &sb);
-            sigs.push(s);
-            signer = next;
-        }
-        let mut proof = Vec::new();
-        if sealed {
-            let mut m = Vec::new();
-            payload_seal(&mut m, format!("block {}", n - 1).as_bytes(), 0, signer.public_key(), &sigs[n - 1]);
-            field(&mut proof, 2, &signer.sign(Message::plain(&m)));
-        } else {
-            field(&mut proof, 1, signer.seed());
-        }
-        field(&mut token, 4, &proof);
+        let blocks: Vec<Vec<u8>> = (0..n).map(|i| format!("block {i}").into_bytes()).collect();
+        let recipe = Recipe {
+            root: &root,
+            keys: &keys,
+            external: &external,
+            blocks: &blocks,
+            version,
+            third_party,
+            sealed,
+            root_key_id: None,
+        };
+        let (token, sigs) = build_recipe(&recipe);
         Built { token, root: *root.public_key(), sigs }
     }
 

@@ -176,7 +176,7 @@ fn official_vectors_on_every_backend_in_one_batch() {
     for (backend, _) in backends() {
         for (key, column) in [(None, 1), (Some(&vector_key), 2)] {
             let mut out = vec![[0u8; 32]; msgs.len()];
-            blake3_many_with(backend, key, &msgs, &mut out);
+            blake3_many_with(backend, key, msgs.as_slice(), &mut out);
             for (v, d) in vectors.iter().zip(&out) {
                 let want = if column == 1 { &v.1 } else { &v.2 };
                 assert_eq!(&hex::encode(d), want, "{backend}, keyed: {}, length {}", key.is_some(), v.0);
@@ -185,9 +185,9 @@ fn official_vectors_on_every_backend_in_one_batch() {
     }
     // And through the public functions.
     let mut out = vec![[0u8; 32]; msgs.len()];
-    hash::blake3_many(&msgs, &mut out);
+    hash::blake3_many(msgs.as_slice(), &mut out);
     assert!(vectors.iter().zip(&out).all(|(v, d)| hex::encode(d) == v.1));
-    hash::mac_many(&vector_key, &msgs, &mut out);
+    hash::mac_many(&vector_key, msgs.as_slice(), &mut out);
     assert!(vectors.iter().zip(&out).all(|(v, d)| hex::encode(d) == v.2));
 }
 
@@ -317,7 +317,7 @@ fn batches_above_the_parallel_threshold() {
         }
     }
     let mut out = vec![[0u8; 32]; mixed.len()];
-    hash::blake3_many(&mixed, &mut out);
+    hash::blake3_many(mixed.as_slice(), &mut out);
     assert!(mixed.iter().zip(&out).all(|(m, d)| *d == reference(None, m)));
 }
 
@@ -346,7 +346,7 @@ fn sha256_many_matches_sha2() {
     let big: Vec<&[u8]> = (0..2 * PARALLEL_BYTES / 1000).map(|i| &data[i % 999..i % 999 + 1000 + i % 3]).collect();
     for msgs in [&small, &big] {
         let mut out = vec![[0u8; 32]; msgs.len()];
-        hash::sha256_many(msgs, &mut out);
+        hash::sha256_many(msgs.as_slice(), &mut out);
         for (m, d) in msgs.iter().zip(&out) {
             assert_eq!(d[..], Sha256::digest(m)[..], "{} bytes", m.len());
         }
@@ -370,7 +370,7 @@ fn one_buffer_cut_by_offsets_hashes_as_its_slices() {
     let cut = hash::Cut::new(&data, &offsets).expect("good offsets");
     let n = slices.len();
     type Run<M> = fn(&M, &mut [[u8; 32]]);
-    type Pair<'a> = (Run<hash::Cut<'a>>, Run<Vec<&'a [u8]>>);
+    type Pair<'a> = (Run<hash::Cut<'a>>, Run<[&'a [u8]]>);
     let pairs: [Pair<'_>; 2] = [(hash::blake3_many, hash::blake3_many), (hash::sha256_many, hash::sha256_many)];
     for (by_cut, by_slices) in pairs {
         let (mut a, mut b) = (vec![[0u8; 32]; n], vec![[0u8; 32]; n]);

@@ -76,7 +76,7 @@ fn many<'py>(
             Messages::Cut(c) => (0..c.count()).map(|i| c.message(i).len()).sum::<usize>(),
         };
         let work = |digests: &mut [[u8; 32]]| match &msgs {
-            Messages::Slices(s) => digest.run(s, digests),
+            Messages::Slices(s) => digest.run(s.as_slice(), digests),
             Messages::Cut(c) => digest.run(c, digests),
         };
         if total >= DETACH_BYTES {

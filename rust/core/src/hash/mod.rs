@@ -90,14 +90,15 @@ impl Messages for [&[u8]] {
     }
 }
 
+/// As its slice, so that a `&Vec<&[u8]>` is taken where a `&[&[u8]]` is.
 impl Messages for Vec<&[u8]> {
     #[inline(always)]
     fn count(&self) -> usize {
-        self.len()
+        self.as_slice().count()
     }
     #[inline(always)]
     fn message(&self, i: usize) -> &[u8] {
-        self[i]
+        self.as_slice().message(i)
     }
 }
 
