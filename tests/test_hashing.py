@@ -387,10 +387,28 @@ def test_read_only_out_is_refused(impl: ModuleType) -> None:
         impl.blake3_many([b"a"], out=out)
 
 
-def test_out_cannot_be_the_data(impl: ModuleType) -> None:
-    """Digests written over the data being hashed are refused (the native module by
-    numpy's borrow flags), rather than hash bytes that are being overwritten."""
-    data = np.zeros((4, 32), dtype=np.uint8)
+def _aliases() -> list[tuple[Any, Any, Any]]:
+    """(data, offsets, out) where ``out`` lies over the data's memory, through every kind
+    of alias: the same array, a bytearray and a numpy view of it, a memoryview, a list item."""
+    cases: list[tuple[Any, Any, Any]] = []
     offsets = np.arange(0, 129, 32, dtype=np.int64)
-    with pytest.raises(hopgate.InputError, match="out: cannot be written"):
-        impl.blake3_many(data, offsets, out=data)
+    same = np.zeros((4, 32), dtype=np.uint8)
+    cases.append((same, offsets, same))
+    raw = bytearray(128)
+    cases.append((raw, offsets, np.frombuffer(raw, dtype=np.uint8).reshape(4, 32)))
+    arr = np.zeros(128, dtype=np.uint8)
+    cases.append((arr, offsets, np.frombuffer(arr.data, dtype=np.uint8).reshape(4, 32)))
+    target = np.zeros((2, 32), dtype=np.uint8)
+    item = np.frombuffer(target.data, dtype=np.uint8)[32:40]
+    item.flags.writeable = False
+    cases.append(([b"x", item], None, target))
+    return cases
+
+
+@pytest.mark.parametrize("case", range(4))
+def test_out_cannot_share_memory_with_the_data(impl: ModuleType, case: int) -> None:
+    """Digests written over the data being hashed are refused, whatever the alias."""
+    data, offsets, out = _aliases()[case]
+    for name in ("blake3_many", "sha256_many"):
+        with pytest.raises(hopgate.InputError, match="out: shares memory with the data"):
+            getattr(impl, name)(data, offsets, out=out)

@@ -923,6 +923,11 @@ class BudgetGate:
     what was spent lives there. A chain that declares no budget is refused
     (``budget_undeclared``) unless ``allow_unbudgeted=True``, in which case it is allowed
     without a reservation. A store failure raises ``hopgate.StoreError`` and allows nothing.
+
+    Each link is an account of the ledger for as long as the ledger keeps its accounts
+    (they do not expire with the link's ``exp``): a gate that meets an unbounded stream of
+    new chains fills the ledger's ``max_accounts`` (SPEC §5.6), after which new chains are
+    refused. Give such a gate a ledger sized for the chains of its budgets' lifetime.
     """
 
     def __init__(self, ledger: Ledger, root_public_key: bytes, *, allow_unbudgeted: bool = False) -> None:
@@ -943,8 +948,8 @@ class BudgetGate:
     ) -> BudgetDecision:
         """Allow the request (holding ``cost`` cents on every account of the chain's path)
         or say why not. Refusals are decisions, never exceptions; a store failure raises."""
-        if not isinstance(cost, int) or isinstance(cost, bool) or cost < 0:
-            raise ValueError(f"cost must be a non-negative integer, not {cost!r}")
+        if not isinstance(cost, int) or isinstance(cost, bool) or not 0 <= cost <= _U64_MAX:
+            raise ValueError(f"cost must be an integer in 0..=2**64-1, not {cost!r}")
         try:
             chain = JwtChain.verify(token, self.root_public_key, now)
             chain.authorize(tool, domain)

@@ -27,7 +27,7 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import List, Optional, Union
+from typing import List, Union
 
 from typing_extensions import Buffer
 
@@ -54,14 +54,9 @@ _KINDS: dict[str, type[BiscuitError]] = {
 }
 
 
-# A P-256 public key as biscuit-python's ``PublicKey.to_bytes()`` gives it (SEC1, compressed).
-_P256_KEY_LEN = 33
-
-
-def _root_bytes(root_public_key: object) -> Optional[Buffer]:
-    """The root key's 32 bytes: a bytes-like object as it is, or biscuit-python's
-    ``PublicKey`` (anything else with a ``to_bytes()`` method) through that method; None
-    for a biscuit-python P-256 key."""
+def _root_bytes(root_public_key: object) -> Buffer:
+    """The root key's bytes: a bytes-like object as it is, or biscuit-python's ``PublicKey``
+    (anything else with a ``to_bytes()`` method) through that method (33 bytes for P-256)."""
     if isinstance(root_public_key, (bytes, bytearray, memoryview)):
         return root_public_key
     to_bytes = getattr(root_public_key, "to_bytes", None)
@@ -69,7 +64,7 @@ def _root_bytes(root_public_key: object) -> Optional[Buffer]:
         data = to_bytes()
         if not isinstance(data, (bytes, bytearray)):
             raise InputError(f"root_public_key: to_bytes() returned {type(data).__name__}, not bytes")
-        return None if len(data) == _P256_KEY_LEN else bytes(data)
+        return bytes(data)
     return root_public_key  # type: ignore[return-value]  # other buffers (numpy); checked natively
 
 
@@ -83,15 +78,13 @@ def verify_signatures(
     ``UnsupportedAlgorithm`` saying why.
 
     ``root_public_key``: 32 raw bytes of an Ed25519 public key, or a biscuit-python
-    ``PublicKey`` (a P-256 one makes every answer ``UnsupportedAlgorithm``). A root key of
+    ``PublicKey`` (with a P-256 one, every token that biscuit does not refuse for its format
+    first is answered ``UnsupportedAlgorithm``). A root key of
     another length raises ``InputError``; one that is not a point on the curve makes every
     answer a ``FormatError``.
     """
     if isinstance(tokens, (bytes, bytearray, memoryview)):
         raise InputError("tokens: expected a sequence of tokens, got a single bytes-like object")
     tokens = list(tokens)
-    root = _root_bytes(root_public_key)
-    if root is None:
-        return [UnsupportedAlgorithm("the root key is a P-256 (secp256r1) key, which this verifier does not check")] * len(tokens)
-    answers = _biscuit_verify(tokens, root)
+    answers = _biscuit_verify(tokens, _root_bytes(root_public_key))
     return [answer if isinstance(answer, list) else _KINDS[answer[0]](answer[1]) for answer in answers]

@@ -325,7 +325,12 @@ def _public_key(seed: bytes) -> bytes:
     return bytes(nacl.signing.SigningKey(seed).verify_key)
 
 
-def _verify_token(token: bytes, root: bytes) -> List[bytes]:
+_P256_ROOT = "the root key is a P-256 (secp256r1) key, which this verifier does not check"
+
+
+def _verify_token(token: bytes, root: Optional[bytes]) -> List[bytes]:
+    """The token's revocation ids, or ``_Refused``; ``root`` None for a P-256 root, which
+    answers every token that decodes ``unsupported_algorithm``."""
     try:
         authority, readers, proof = _decode(token)
     except _DecodeError as e:
@@ -359,6 +364,8 @@ def _verify_token(token: bytes, root: bytes) -> List[bytes]:
         if not _verify_dalek_strict(payload(), sig, key):
             raise _Refused("signature", f"{what} does not verify")
 
+    if root is None:
+        raise _Refused("unsupported_algorithm", _P256_ROOT)
     what = "the authority block's signature"
     version = authority.version or 0
     if version == 0:
@@ -402,18 +409,26 @@ def _verify_token(token: bytes, root: bytes) -> List[bytes]:
 def biscuit_verify(tokens: Sequence[Buffer], root_public_key: Buffer) -> List[Verdict]:
     """For each token: its revocation ids (the signature of each block, the authority's
     first), or ``(kind, message)`` with kind ``"format"``, ``"signature"`` or
-    ``"unsupported_algorithm"``, as ``hopgate._native.biscuit_verify`` answers."""
+    ``"unsupported_algorithm"``, as ``hopgate._native.biscuit_verify`` answers.
+    ``root_public_key``: 32 bytes (Ed25519), or 33 (a compressed P-256 key, not checked)."""
     root = bytes(root_public_key)
+    if len(root) == _P256_KEY_LEN:
+        return [_verdict(bytes(token), None) for token in tokens]
     if len(root) != 32:
         raise InputError(f"root_public_key: must be 32 bytes, got {len(root)}")
-    out: List[Verdict] = []
     if not _key_decodes(root):
         message = "the root public key is not the encoding of a point on the curve"
         return [("format", message) for _ in tokens]
-    for token in tokens:
-        try:
-            out.append(_verify_token(bytes(token), root))
-        except _Refused as e:
-            out.append((e.kind, e.message))
-    return out
+    return [_verdict(bytes(token), root) for token in tokens]
+
+
+# A P-256 public key, SEC1-compressed, as biscuit-python's ``PublicKey.to_bytes()`` gives it.
+_P256_KEY_LEN = 33
+
+
+def _verdict(token: bytes, root: Optional[bytes]) -> Verdict:
+    try:
+        return _verify_token(token, root)
+    except _Refused as e:
+        return (e.kind, e.message)
 

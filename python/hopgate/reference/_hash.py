@@ -58,14 +58,29 @@ def _out_array(out: object, n: int) -> npt.NDArray[np.uint8]:
     return out
 
 
+def _shares_memory(out: npt.NDArray[np.uint8], data: object) -> bool:
+    """Whether ``out`` overlaps the memory of ``data`` (one buffer, or a list's items)."""
+    items = data if isinstance(data, (list, tuple)) else [data]
+    for item in items:
+        if isinstance(item, bytes):
+            continue  # immutable: a writable array never lies over it
+        try:
+            view = np.frombuffer(memoryview(item).cast("B"), dtype=np.uint8)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            continue  # not a plain buffer: refused by batch_items already
+        if np.may_share_memory(out, view):
+            return True
+    return False
+
+
 def _many(
     hash_one: Callable[[bytes], bytes], data: object, offsets: object | None, out: object | None
 ) -> npt.NDArray[np.uint8]:
     items = batch_items(data, offsets, "data")
     rows = np.empty((len(items), DIGEST_LEN), dtype=np.uint8) if out is None else _out_array(out, len(items))
-    if out is not None and isinstance(data, np.ndarray) and np.may_share_memory(rows, data):
+    if out is not None and _shares_memory(rows, data):
         # As the native module refuses it: digests written over the bytes being hashed.
-        raise InputError("out: cannot be written while it is read as data")
+        raise InputError("out: shares memory with the data")
     for row, item in enumerate(items):
         rows[row] = np.frombuffer(hash_one(item), dtype=np.uint8)
     return rows

@@ -110,6 +110,8 @@ def _signature(text: Any) -> bytes:
 
 def _signed(record: dict[str, Any]) -> list[tuple[bytes, bytes]]:
     """(message, signature) of the root, then of each hop."""
+    if not isinstance(record, dict):
+        raise ValueError("a record is an object")
     root_signature = record["signature"]
     root_text = root_signature["value"]
     root = {name: record[name] for name in ("hdp", "header", "principal", "scope")}

@@ -513,6 +513,8 @@ struct Plan<'a> {
     then: Option<Failure>,
     revocation_ids: Vec<&'a [u8]>,
     arena: Vec<u8>,
+    /// Whether the token was decoded and its keys read: the next step is the root's.
+    deserialized: bool,
 }
 
 /// A block after its keys were parsed: the block, its next key, its external key.
@@ -553,7 +555,8 @@ fn decode_failure(e: DecodeError) -> Failure {
 /// Decodes the container and lists the token's checks in biscuit-auth's order, up to
 /// the first failure that needs no signature.
 fn plan<'a>(token: &'a [u8], root: &'a [u8]) -> Plan<'a> {
-    let mut p = Plan { steps: Vec::new(), then: None, revocation_ids: Vec::new(), arena: Vec::new() };
+    let mut p =
+        Plan { steps: Vec::new(), then: None, revocation_ids: Vec::new(), arena: Vec::new(), deserialized: false };
     if let Err(f) = plan_into(token, root, &mut p) {
         p.then = Some(f);
     }
@@ -621,6 +624,7 @@ fn plan_into<'a>(token: &'a [u8], root: &'a [u8], p: &mut Plan<'a>) -> Result<()
     };
 
     // Verification, in order: each step a signature, or a failure that ends the list.
+    p.deserialized = true;
     let authority = c.authority;
     p.revocation_ids.push(authority.signature);
     let verify = |p: &mut Plan<'a>, key: &'a [u8], sig: &'a [u8], which: Which, build: &dyn Fn(&mut Vec<u8>)| {
@@ -677,6 +681,33 @@ fn plan_into<'a>(token: &'a [u8], root: &'a [u8], p: &mut Plan<'a>) -> Result<()
     Ok(())
 }
 
+/// Every token decoded and its steps planned, on rayon's pool from [`PARALLEL_MIN`] tokens on.
+fn plans<'a>(tokens: &[&'a [u8]], root: &'a [u8]) -> Vec<Plan<'a>> {
+    if tokens.len() >= PARALLEL_MIN {
+        tokens.par_iter().map(|t| plan(t, root)).collect()
+    } else {
+        tokens.iter().map(|t| plan(t, root)).collect()
+    }
+}
+
+/// What [`verify_many`] answers when the root key is a P-256 (secp256r1) key, which this
+/// verifier does not check: biscuit-auth decodes a token and reads its keys before the root
+/// judges the authority block's signature, so a failure met by then stands; any other
+/// token is answered [`FailureKind::UnsupportedAlgorithm`], never guessed.
+pub fn verify_many_p256_root<'a>(tokens: &[&'a [u8]]) -> Vec<Verdict<'a>> {
+    // The root is only read by the signature steps, which are not checked here.
+    plans(tokens, &[])
+        .into_iter()
+        .map(|p| match p.then {
+            Some(f) if !p.deserialized => Err(f),
+            _ => Err(Failure {
+                kind: FailureKind::UnsupportedAlgorithm,
+                message: "the root key is a P-256 (secp256r1) key, which this verifier does not check".into(),
+            }),
+        })
+        .collect()
+}
+
 /// Verifies the signature layer of one token against `root` (32 bytes, an Ed25519
 /// public key); [`verify_many`] of one.
 pub fn verify<'a>(token: &'a [u8], root: &'a [u8; 32]) -> Verdict<'a> {
@@ -696,12 +727,7 @@ pub fn verify_many<'a>(tokens: &[&'a [u8]], root: &'a [u8; 32]) -> Vec<Verdict<'
         let f = Failure::format("the root public key is not the encoding of a point on the curve");
         return tokens.iter().map(|_| Err(f.clone())).collect();
     }
-    let root: &'a [u8] = root;
-    let plans: Vec<Plan<'a>> = if tokens.len() >= PARALLEL_MIN {
-        tokens.par_iter().map(|t| plan(t, root)).collect()
-    } else {
-        tokens.iter().map(|t| plan(t, root)).collect()
-    };
+    let plans = plans(tokens, root);
     let items: Vec<SigItem<'_>> = plans
         .iter()
         .flat_map(|p| {

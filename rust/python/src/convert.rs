@@ -11,7 +11,9 @@
 //! (`bytearray`, writable numpy arrays, writable memoryviews) is copied under the GIL
 //! first: a copy is cheap next to a signature and removes any data race with Python
 //! code (a writer in C that releases the GIL can still tear the copy; it is then
-//! the digest or verdict of the bytes read, never a read out of bounds).
+//! the digest or verdict of the bytes read, never a read out of bounds). The one
+//! exception, [`Writable::InPlace`], is the data buffer of the hashing functions.
+//! Offsets are always copied.
 //!
 //! What is a bytes-like object here is what `hopgate.reference` accepts (one rule,
 //! tested by the fuzzers in fuzz/python): a buffer whose items are single bytes
@@ -186,31 +188,24 @@ fn dtype_name(array: &Bound<'_, PyUntypedArray>) -> String {
 /// fixed-width items.
 pub struct Batch<'py> {
     sources: Vec<Source<'py>>,
-    layout: Layout<'py>,
+    layout: Layout,
 }
 
-enum Layout<'py> {
+enum Layout {
     Items,
     /// Offsets checked by `hash::Cut::new` when the batch was made.
-    Offsets(Offsets<'py>),
+    Offsets(Offsets),
     Fixed(usize),
 }
 
-/// Offsets read in place (a read-only, C-contiguous int64 array) or copied once (any
-/// other integer array, a writable one included: offsets that changed after they were
-/// checked could cut out of bounds).
-enum Offsets<'py> {
-    Borrowed(PyReadonlyArray1<'py, i64>),
-    Owned(Vec<i64>),
-}
+/// Offsets, copied once as int64 and checked (`hash::Cut::new`) when the batch is made.
+/// Never read in place: a read-only view can still change through a writable alias, and
+/// offsets that changed after they were checked could cut out of bounds.
+struct Offsets(Vec<i64>);
 
-impl Offsets<'_> {
+impl Offsets {
     fn as_slice(&self) -> &[i64] {
-        match self {
-            // Only C-contiguous arrays are borrowed, so `as_slice` succeeds.
-            Offsets::Borrowed(a) => a.as_slice().unwrap_or(&[0]),
-            Offsets::Owned(v) => v,
-        }
+        &self.0
     }
 }
 
@@ -235,18 +230,25 @@ impl Batch<'_> {
     }
 
     /// The messages, without a slice per item when the batch is one buffer.
-    pub fn messages(&self) -> Messages<'_> {
+    pub fn messages(&self) -> PyResult<Messages<'_>> {
         match &self.layout {
             Layout::Offsets(offs) => {
                 let all = self.sources.first().map(Source::as_slice).unwrap_or(&[]);
-                // Checked when the batch was made, against these very bytes.
-                match hopgate_core::hash::Cut::new(all, offs.as_slice()) {
-                    Ok(cut) => Messages::Cut(cut),
-                    Err(_) => Messages::Slices(Vec::new()),
-                }
+                // The copied offsets were checked against this buffer, whose length is fixed
+                // (bytes, an exported buffer): this check cannot fail, and costs a pass.
+                let cut = hopgate_core::hash::Cut::new(all, offs.as_slice()).map_err(|e| input(e.to_string()))?;
+                Ok(Messages::Cut(cut))
             }
-            _ => Messages::Slices(self.slices()),
+            _ => Ok(Messages::Slices(self.slices())),
         }
+    }
+
+    /// Whether any item's bytes lie in `range` (addresses): `out=` must not be read as data.
+    pub fn overlaps(&self, range: std::ops::Range<usize>) -> bool {
+        self.sources.iter().map(Source::as_slice).any(|s| {
+            let start = s.as_ptr() as usize;
+            !s.is_empty() && start < range.end && range.start < start + s.len()
+        })
     }
 
     /// Number of items.
@@ -336,11 +338,10 @@ pub fn fixed<'py>(obj: &Bound<'py, PyAny>, width: usize, name: &str) -> PyResult
     Ok(Batch { sources: vec![data], layout: Layout::Fixed(width) })
 }
 
-/// Offsets as `i64`: a read-only C-contiguous int64 array borrowed; a 1-D array of any
-/// other integer dtype, or anything `numpy.asarray` makes one of (a list of ints), copied
-/// once. Strided arrays are fine. A `uint64` offset beyond `i64::MAX` is kept as
-/// `i64::MAX`: past any buffer's end.
-fn read_offsets<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Offsets<'py>> {
+/// Offsets copied as `i64`: a 1-D array of any integer dtype, or anything `numpy.asarray`
+/// makes one of (a list of ints). Strided arrays are fine. A `uint64` offset beyond
+/// `i64::MAX` is kept as `i64::MAX`: past any buffer's end.
+fn read_offsets(obj: &Bound<'_, PyAny>) -> PyResult<Offsets> {
     static ASARRAY: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
     let array = match obj.cast::<PyUntypedArray>() {
         Ok(a) => a.clone(),
@@ -363,21 +364,16 @@ fn read_offsets<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Offsets<'py>> {
     }
     let read = |e: numpy::BorrowError| input(format!("offsets: {e}"));
     if let Ok(a) = array.cast::<numpy::PyArray1<i64>>() {
-        let writeable: bool = a.getattr("flags")?.getattr("writeable")?.extract()?;
-        let borrowed = a.try_readonly().map_err(read)?;
-        if !writeable && a.is_c_contiguous() {
-            return Ok(Offsets::Borrowed(borrowed));
-        }
-        return Ok(Offsets::Owned(borrowed.as_array().to_vec()));
+        return Ok(Offsets(a.try_readonly().map_err(read)?.as_array().to_vec()));
     }
     if let Ok(a) = array.cast::<numpy::PyArray1<u64>>() {
         let values = a.try_readonly().map_err(read)?;
-        return Ok(Offsets::Owned(values.as_array().iter().map(|&v| i64::try_from(v).unwrap_or(i64::MAX)).collect()));
+        return Ok(Offsets(values.as_array().iter().map(|&v| i64::try_from(v).unwrap_or(i64::MAX)).collect()));
     }
     // Every other integer dtype fits in int64 exactly.
     let wide = array.call_method1("astype", ("int64",))?.cast_into::<numpy::PyArray1<i64>>()?;
     let wide = wide.try_readonly().map_err(read)?;
-    Ok(Offsets::Owned(wide.as_array().to_vec()))
+    Ok(Offsets(wide.as_array().to_vec()))
 }
 
 /// Reads a set of fixed-width byte strings (trusted keys, revocation ids).

@@ -3,8 +3,9 @@
 //!
 //! Inputs go through `convert` (one bytes-like object: `convert::source`; a batch:
 //! `convert::variable_in_place`): immutable and read-only memory is borrowed, as
-//! everywhere; a batch's writable memory is read in place too (a copy would cost what
-//! the hash does), as `convert::Writable::InPlace` states.
+//! everywhere; the one writable buffer of a buffer-plus-offsets batch is read in place too
+//! (a copy would cost what the hash does), as `convert::Writable::InPlace` states; the
+//! items of a list are copied when writable.
 //! The hashing itself, its threading and its lane engine belong to
 //! `hopgate_core::hash`.
 
@@ -64,13 +65,17 @@ fn many<'py>(
         None => PyArray2::<u8>::zeros(py, [n, 32], false),
     };
     {
-        // A borrow the numpy borrow flags know of: `out` cannot be the data's array.
-        let mut rows = array
-            .try_readwrite()
-            .map_err(|e| input(format!("out: cannot be written while it is read as data ({e})")))?;
+        // A borrow the numpy borrow flags know of (no other Rust code writes or reads it
+        // meanwhile), and no byte of it is a byte of the data: digests are never written
+        // over what is being hashed.
+        let start = array.data() as usize;
+        if batch.overlaps(start..start + n * 32) {
+            return Err(input("out: shares memory with the data"));
+        }
+        let mut rows = array.try_readwrite().map_err(|e| input(format!("out: already in use ({e})")))?;
         let bytes = rows.as_slice_mut().map_err(|e| input(format!("out: {e}")))?;
         let (digests, _) = bytes.as_chunks_mut::<32>();
-        let msgs = batch.messages();
+        let msgs = batch.messages()?;
         let total = match &msgs {
             Messages::Slices(s) => s.iter().map(|m| m.len()).sum::<usize>(),
             Messages::Cut(c) => (0..c.count()).map(|i| c.message(i).len()).sum::<usize>(),
