@@ -369,6 +369,7 @@ fn one_buffer_cut_by_offsets_hashes_as_its_slices() {
     let slices: Vec<&[u8]> = offsets.windows(2).map(|w| &data[w[0] as usize..w[1] as usize]).collect();
     let cut = hash::Cut::new(&data, &offsets).expect("good offsets");
     let n = slices.len();
+    assert_eq!(cut.bytes(), slices.iter().map(|s| s.len()).sum::<usize>());
     type Run<M> = fn(&M, &mut [[u8; 32]]);
     type Pair<'a> = (Run<hash::Cut<'a>>, Run<[&'a [u8]]>);
     let pairs: [Pair<'_>; 2] = [(hash::blake3_many, hash::blake3_many), (hash::sha256_many, hash::sha256_many)];

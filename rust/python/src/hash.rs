@@ -11,7 +11,7 @@
 
 use std::num::NonZeroUsize;
 
-use hopgate_core::hash::{self, Messages as _};
+use hopgate_core::hash;
 use hopgate_macros::guarded;
 use numpy::{PyArray2, PyArrayMethods, PyUntypedArrayMethods};
 use pyo3::exceptions::{PyOverflowError, PyTypeError};
@@ -78,7 +78,7 @@ fn many<'py>(
         let msgs = batch.messages()?;
         let total = match &msgs {
             Messages::Slices(s) => s.iter().map(|m| m.len()).sum::<usize>(),
-            Messages::Cut(c) => (0..c.count()).map(|i| c.message(i).len()).sum::<usize>(),
+            Messages::Cut(c) => c.bytes(),
         };
         let work = |digests: &mut [[u8; 32]]| match &msgs {
             Messages::Slices(s) => digest.run(s.as_slice(), digests),

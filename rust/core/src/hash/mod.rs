@@ -166,6 +166,14 @@ impl<'a> Cut<'a> {
     }
 }
 
+impl Cut<'_> {
+    /// The bytes of all its messages together (they lie end to end in the buffer).
+    pub fn bytes(&self) -> usize {
+        // Checked by `new`: non-decreasing, at least one offset.
+        (self.offsets[self.offsets.len() - 1] - self.offsets[0]) as usize
+    }
+}
+
 impl Messages for Cut<'_> {
     #[inline(always)]
     fn count(&self) -> usize {
